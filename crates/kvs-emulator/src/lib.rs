@@ -1,0 +1,1 @@
+//! Emulator of Amazon KVS WebRTC signaling for camgate tests.

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the system packages camgate needs on Debian 12 / Ubuntu 22.04+.
+#   install-deps.sh          build + run (GStreamer dev libs and plugins)
+#   install-deps.sh --test   also what the test suite needs (RTSP server lib, Chromium, Node)
+# Runs apt-get as root (or through sudo). Safe to run again.
+set -euo pipefail
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+
+pkgs=(
+  build-essential pkg-config curl ca-certificates
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+)
+if [ "$want_test" = 1 ]; then
+  pkgs+=(gstreamer1.0-rtsp libgstrtspserver-1.0-dev chromium iproute2 procps)
+  # Node is only needed to drive Chromium with playwright-core; keep the one the machine has.
+  command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+fi
+
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust 1.94.1 or newer (https://rustup.rs), then run this again" >&2
+  exit 1
+fi

@@ -1,0 +1,1 @@
+//! Configuration: file, environment overrides, defaults and validation.

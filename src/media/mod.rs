@@ -1,0 +1,1 @@
+//! Capture and encode through GStreamer: one pipeline serves every viewer.

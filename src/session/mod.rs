@@ -1,0 +1,1 @@
+//! Viewer sessions: one WebRTC peer connection per viewer, fed by one shared fan-out.

@@ -1,0 +1,1 @@
+//! Amazon Kinesis Video Streams signaling, master role.

@@ -1,0 +1,1 @@
+//! Local signaling: WHEP endpoint, viewer page and health over HTTP.
