@@ -1,0 +1,241 @@
+//! Building one viewer's peer connection with the `webrtc` crate.
+//!
+//! Everything that touches the `webrtc` API to *create* a connection lives here, so a breaking
+//! minor of the crate is one file to fix. A peer is built per viewer because `webrtc` 0.21 binds
+//! a local track to one connection only; the shared part (one packetized frame for everyone)
+//! is the fan-out in `viewer.rs`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateType, RTCIceGatheringState, RTCIceServer,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+use super::IceServer;
+use super::interceptor::{KeyframeRequestForwarder, SLOT};
+use super::sdp::H264_FMTP;
+
+/// Network settings shared by every peer, from `[webrtc]` in the config.
+#[derive(Debug, Clone)]
+pub struct NetworkOptions {
+    /// Addresses to gather host candidates on; empty = every non-loopback interface.
+    pub host_addresses: Vec<IpAddr>,
+    pub nat_1to1_ips: Vec<String>,
+    pub stun_urls: Vec<String>,
+    /// How long without traffic before ICE says "disconnected", then "failed". KVS has no
+    /// "bye": a viewer that vanishes is noticed only through these.
+    pub ice_disconnected_timeout: Duration,
+    pub ice_failed_timeout: Duration,
+}
+
+/// What the connection tells us, moved out of the `webrtc` callbacks through channels so the
+/// handler never holds the connection (a strong reference there would leak it).
+pub struct PeerEvents {
+    pub state: watch::Receiver<RTCPeerConnectionState>,
+    pub gathering_done: watch::Receiver<bool>,
+}
+
+pub struct Peer {
+    pub pc: Arc<dyn PeerConnection>,
+    pub track: Arc<TrackLocalStaticRTP>,
+    pub ssrc: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{stage}: {source}")]
+pub struct PeerError {
+    pub stage: &'static str,
+    #[source]
+    pub source: webrtc::error::Error,
+}
+
+fn at(stage: &'static str) -> impl FnOnce(webrtc::error::Error) -> PeerError {
+    move |source| PeerError { stage, source }
+}
+
+/// The codec we send, as the stack wants to see it (fmtp must match the rewritten offer).
+pub fn h264_codec() -> RTCRtpCodec {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    };
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.into(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.into(),
+        rtcp_feedback: vec![
+            fb("nack", ""),
+            fb("nack", "pli"),
+            fb("ccm", "fir"),
+            fb("transport-cc", ""),
+        ],
+    }
+}
+
+struct Handler {
+    state: watch::Sender<RTCPeerConnectionState>,
+    gathering_done: watch::Sender<bool>,
+    /// Where trickled local candidates go (JSON), with the mid they belong to.
+    candidates: Option<(mpsc::Sender<String>, Option<String>)>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        let Some((tx, mid)) = &self.candidates else {
+            return;
+        };
+        match event.candidate.to_json() {
+            Ok(mut init) => {
+                // With BUNDLE every candidate belongs to the first section.
+                init.sdp_mid = mid.clone();
+                init.sdp_mline_index = Some(0);
+                match serde_json::to_string(&init) {
+                    Ok(json) => {
+                        if tx.try_send(json).is_err() {
+                            tracing::debug!("trickle channel full or closed; candidate dropped");
+                        }
+                    }
+                    Err(e) => tracing::warn!("cannot encode local candidate: {e}"),
+                }
+            }
+            Err(e) => tracing::warn!("cannot encode local candidate: {e}"),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathering_done.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+}
+
+/// Builds a connection that sends H.264 on `payload_type` with a fresh SSRC.
+///
+/// `bind_port` is 0 for an ephemeral port, or a port from the configured range.
+pub async fn build(
+    net: &NetworkOptions,
+    payload_type: u8,
+    ice_servers: &[IceServer],
+    bind_port: u16,
+    trickle: Option<(mpsc::Sender<String>, Option<String>)>,
+) -> Result<(Peer, PeerEvents), PeerError> {
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: h264_codec(),
+                payload_type,
+                ..Default::default()
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(at("registering H.264"))?;
+    let registry = register_default_interceptors(Registry::new(), &mut media)
+        .map_err(at("registering interceptors"))?
+        .with(SLOT.into(), KeyframeRequestForwarder::default());
+
+    let loopback = net.host_addresses.iter().any(|a| a.is_loopback());
+    let mut settings = SettingEngineBuilder::new()
+        .with_include_loopback_candidate(loopback)
+        .with_ice_timeouts(
+            Some(net.ice_disconnected_timeout),
+            Some(net.ice_failed_timeout),
+            Some(Duration::from_secs(2)),
+        );
+    if !net.nat_1to1_ips.is_empty() {
+        settings = settings.with_nat_1to1_ips(net.nat_1to1_ips.clone(), RTCIceCandidateType::Host);
+    }
+
+    let mut servers: Vec<RTCIceServer> = Vec::new();
+    if !net.stun_urls.is_empty() {
+        servers.push(RTCIceServer {
+            urls: net.stun_urls.clone(),
+            ..Default::default()
+        });
+    }
+    servers.extend(ice_servers.iter().map(|s| RTCIceServer {
+        urls: s.urls.clone(),
+        username: s.username.clone().unwrap_or_default(),
+        credential: s.credential.clone().unwrap_or_default(),
+    }));
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(servers)
+        .build();
+
+    let addrs: Vec<String> = if net.host_addresses.is_empty() {
+        vec![format!("0.0.0.0:{bind_port}")]
+    } else {
+        net.host_addresses
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, bind_port).to_string())
+            .collect()
+    };
+
+    let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+    let (gather_tx, gather_rx) = watch::channel(false);
+    let handler = Arc::new(Handler {
+        state: state_tx,
+        gathering_done: gather_tx,
+        candidates: trickle,
+    });
+
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(media)
+        .with_setting_engine(settings.build())
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_udp_addrs(addrs)
+        .build()
+        .await
+        .map_err(at("creating the peer connection"))?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+    let ssrc = rand::random::<u32>();
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "camgate".into(),
+        "video".into(),
+        "camera".into(),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: h264_codec(),
+            ..Default::default()
+        }],
+    )));
+    if let Err(e) = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await {
+        let _ = pc.close().await;
+        return Err(at("adding the video track")(e));
+    }
+
+    Ok((
+        Peer { pc, track, ssrc },
+        PeerEvents {
+            state: state_rx,
+            gathering_done: gather_rx,
+        },
+    ))
+}

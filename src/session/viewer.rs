@@ -1,0 +1,148 @@
+//! One viewer's media: read shared frames, stamp this viewer's header, write to its track.
+//!
+//! The task starts sending when the connection is up, and only from a keyframe: the first
+//! thing a decoder sees is SPS/PPS + IDR (the packetizer puts SPS/PPS in front of every IDR).
+//! If the viewer falls behind (slow link, stuck socket) the shared ring overruns its position;
+//! it then skips to the next keyframe and asks for one, so it recovers with a clean picture
+//! instead of smeared P-frames, and nobody else is slowed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rtc::rtp::header::Header;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+
+use super::feed::{FrameFeed, KeyframeRequests};
+use super::interceptor::is_keyframe_request;
+use crate::rtp::{Frame, Stamper};
+
+/// Counters for one viewer, readable while it runs.
+#[derive(Debug, Default)]
+pub struct ViewerCounters {
+    pub frames_sent: AtomicU64,
+    pub packets_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Frames skipped because the viewer fell behind or waited for a keyframe.
+    pub frames_skipped: AtomicU64,
+    /// PLI/FIR received from the viewer.
+    pub keyframe_requests: AtomicU64,
+    /// Milliseconds from the start of the media task to the first frame written.
+    pub first_frame_ms: AtomicU64,
+}
+
+pub struct MediaTask {
+    pub track: Arc<TrackLocalStaticRTP>,
+    pub stamper: Stamper,
+    pub feed: FrameFeed,
+    pub keyframes: KeyframeRequests,
+    pub counters: Arc<ViewerCounters>,
+    pub cancel: CancellationToken,
+}
+
+impl MediaTask {
+    /// Runs until cancelled, the feed closes, or the track stops accepting packets.
+    pub async fn run(self) {
+        let MediaTask {
+            track,
+            mut stamper,
+            feed,
+            keyframes,
+            counters,
+            cancel,
+        } = self;
+        let started = Instant::now();
+        let mut rx = feed.subscribe();
+        let mut need_keyframe = true;
+        keyframes.request();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                event = track.poll() => match event {
+                    Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                        if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                            counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                            keyframes.request();
+                        }
+                    }
+                    Some(_) => {}
+                    // Unbound: the connection is closing.
+                    None => break,
+                },
+                next = rx.recv() => match next {
+                    Ok(frame) => {
+                        if need_keyframe && !frame.is_keyframe() {
+                            counters.frames_skipped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        if need_keyframe {
+                            need_keyframe = false;
+                            let ms = started.elapsed().as_millis() as u64;
+                            let _ = counters.first_frame_ms.compare_exchange(
+                                0, ms.max(1), Ordering::Relaxed, Ordering::Relaxed);
+                        }
+                        if !send(&track, &mut stamper, &counters, &frame).await {
+                            break;
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "viewer fell behind; skipping to the next keyframe");
+                        counters.frames_skipped.fetch_add(missed, Ordering::Relaxed);
+                        need_keyframe = true;
+                        keyframes.request();
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+            }
+        }
+    }
+
+}
+
+/// Writes every packet of one frame; false when the track is gone.
+async fn send(
+    track: &TrackLocalStaticRTP,
+    stamper: &mut Stamper,
+    counters: &ViewerCounters,
+    frame: &Frame,
+) -> bool {
+    let ts = frame.timestamp();
+    {
+        for (i, packet) in frame.iter().enumerate() {
+            let h = stamper.next(ts, packet.marker);
+            let len = packet.payload.len();
+            let rtp = rtc::rtp::Packet {
+                header: Header {
+                    version: 2,
+                    marker: h.marker,
+                    payload_type: h.payload_type,
+                    sequence_number: h.sequence_number,
+                    timestamp: h.timestamp,
+                    ssrc: h.ssrc,
+                    ..Default::default()
+                },
+                payload: frame.payload(i),
+            };
+            // Bounded wait: the driver applies back-pressure here; a viewer whose driver is
+            // stuck for this long is as good as gone.
+            match tokio::time::timeout(Duration::from_secs(5), track.write_rtp(rtp)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!("track refused a packet: {e}");
+                    return false;
+                }
+                Err(_) => {
+                    tracing::warn!("viewer's connection stopped taking packets for 5 s");
+                    return false;
+                }
+            }
+            counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+            counters.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+        }
+    }
+    counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+    true
+}
