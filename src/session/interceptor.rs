@@ -16,7 +16,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
 /// Registry slot: after every built-in interceptor, so they all saw the full RTCP first.
-pub const SLOT: u16 = 14_000;
+pub const SLOT: usize = 14_000;
 
 #[derive(Default)]
 pub struct KeyframeRequestForwarder {

@@ -215,14 +215,12 @@ impl SessionManager {
         let cancel = CancellationToken::new();
         let counters = Arc::new(ViewerCounters::default());
         let (done_tx, done_rx) = watch::channel(false);
-        {
+        let admitted = {
             let mut inner = self.lock();
             if inner.closing {
-                drop(inner);
-                let _ = peer.pc.close().await;
-                return Err(SessionError::ShuttingDown);
-            }
-            inner.reserved -= 1;
+                false
+            } else {
+                inner.reserved -= 1;
             inner.sessions.insert(
                 id.clone(),
                 Entry {
@@ -232,10 +230,16 @@ impl SessionManager {
                     counters: counters.clone(),
                     state: events.state.clone(),
                     created: started,
-                    done: done_rx,
-                },
-            );
-            reservation.armed = false;
+                        done: done_rx,
+                    },
+                );
+                reservation.armed = false;
+                true
+            }
+        };
+        if !admitted {
+            let _ = peer.pc.close().await;
+            return Err(SessionError::ShuttingDown);
         }
 
         let media = MediaTask {

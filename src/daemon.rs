@@ -1,0 +1,345 @@
+//! The running daemon: one capture, one packetizer, the session manager, the HTTP server,
+//! and (in KVS mode) the signaling client — started in that order, stopped in reverse.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::media::{AccessUnit, Capture, CaptureOptions, CaptureState, FrameSink};
+use crate::rtp::{Frame, H264Packetizer, PacketizerConfig, Payloader};
+use crate::session::{FrameFeed, KeyframeRequests, SessionManager, SessionOptions};
+use crate::signaling;
+
+/// Everything `run` needs, already validated (built from the config file by `config`).
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub capture: CaptureOptions,
+    pub sessions: SessionOptions,
+    pub listen: SocketAddr,
+    /// Frames a viewer may fall behind before it skips to the next keyframe.
+    pub viewer_queue_frames: usize,
+    pub signaling: SignalingMode,
+}
+
+#[derive(Debug, Clone)]
+pub enum SignalingMode {
+    /// WHEP and the viewer page on `listen`.
+    Local,
+    /// Master on a KVS signaling channel; `listen` serves health and stats only.
+    Kvs(Box<signaling::kvs::KvsOptions>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("GStreamer could not be initialised: {0}")]
+    Gstreamer(String),
+    #[error("capture: {0}")]
+    Capture(#[from] crate::media::MediaError),
+    #[error("cannot listen on {addr} (http.listen): {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// What the health endpoint reports, and systemd's status line.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    pub ok: bool,
+    pub reason: Option<String>,
+    pub frames: u64,
+    pub last_frame_age_ms: Option<u64>,
+    pub capture_state: String,
+    pub restarts: u64,
+    pub encoder: Option<String>,
+    pub passthrough: bool,
+    pub viewers: usize,
+    pub max_viewers: usize,
+    pub packetizer_errors: u64,
+}
+
+/// Shared handles the HTTP handlers read.
+#[derive(Clone)]
+pub struct Runtime {
+    capture: Arc<Mutex<Option<Capture>>>,
+    pub sessions: Arc<SessionManager>,
+    pub feed: FrameFeed,
+    stall_after: Duration,
+    packetizer_errors: Arc<std::sync::atomic::AtomicU64>,
+    pub started: Instant,
+}
+
+impl Runtime {
+    pub fn health(&self) -> Health {
+        let status = self
+            .capture
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.status());
+        let viewers = self.sessions.count();
+        let max_viewers = self.sessions.max_viewers();
+        let packetizer_errors = self
+            .packetizer_errors
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let Some(status) = status else {
+            return Health {
+                ok: false,
+                reason: Some("capture is stopped".into()),
+                frames: 0,
+                last_frame_age_ms: None,
+                capture_state: "stopped".into(),
+                restarts: 0,
+                encoder: None,
+                passthrough: false,
+                viewers,
+                max_viewers,
+                packetizer_errors,
+            };
+        };
+        let age = status.last_frame_age;
+        let fresh = age.is_some_and(|a| a <= self.stall_after);
+        let state = match &status.state {
+            CaptureState::Starting => "starting".to_string(),
+            CaptureState::Running => "running".to_string(),
+            CaptureState::Restarting { attempt, retry_in } => {
+                format!("restarting (attempt {attempt}, next try in {} ms)", retry_in.as_millis())
+            }
+            CaptureState::Stopped => "stopped".to_string(),
+        };
+        let reason = (!fresh).then(|| {
+            let mut r = match age {
+                Some(a) => format!("no video from the camera for {:.1} s", a.as_secs_f64()),
+                None => "no video from the camera yet".to_string(),
+            };
+            r.push_str(&format!("; capture {state}"));
+            if let Some(e) = &status.last_error {
+                r.push_str(&format!("; last error: {e}"));
+            }
+            r
+        });
+        Health {
+            ok: fresh,
+            reason,
+            frames: status.frames,
+            last_frame_age_ms: age.map(|a| a.as_millis() as u64),
+            capture_state: state,
+            restarts: status.restarts,
+            encoder: status.encoder.clone(),
+            passthrough: status.passthrough,
+            viewers,
+            max_viewers,
+            packetizer_errors,
+        }
+    }
+}
+
+/// Starts everything, prints where to watch, and runs until `shutdown` resolves.
+pub async fn run(
+    opts: DaemonOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    gstreamer::init().map_err(|e| DaemonError::Gstreamer(e.to_string()))?;
+
+    let feed = FrameFeed::new(opts.viewer_queue_frames);
+    let packetizer_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink = packetizing_sink(feed.clone(), packetizer_errors.clone());
+    let capture = Capture::start(opts.capture.clone(), sink)?;
+    let capture = Arc::new(Mutex::new(Some(capture)));
+
+    let cap = capture.clone();
+    let keyframes = KeyframeRequests::spawn(
+        crate::session::keyframe::DEFAULT_MIN_INTERVAL,
+        Arc::new(move || {
+            if let Some(c) = cap.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                c.request_keyframe();
+            }
+        }),
+    );
+    let sessions = SessionManager::new(opts.sessions.clone(), feed.clone(), keyframes);
+    let rt = Runtime {
+        capture: capture.clone(),
+        sessions: sessions.clone(),
+        feed,
+        stall_after: opts.capture.stall_timeout.max(Duration::from_secs(3)),
+        packetizer_errors,
+        started: Instant::now(),
+    };
+
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(DaemonError::Http)?;
+
+    let mut app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/stats", get(stats))
+        .with_state(rt.clone());
+    let mut kvs_task = None;
+    match &opts.signaling {
+        SignalingMode::Local => {
+            app = app.merge(signaling::local::router(sessions.clone()));
+            announce(&opts, bound, "local (WHEP)");
+        }
+        SignalingMode::Kvs(kvs) => {
+            kvs_task = Some(signaling::kvs::spawn_master((**kvs).clone(), sessions.clone()));
+            announce(&opts, bound, "Amazon KVS master");
+        }
+    }
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server_stop = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { server_stop.cancelled().await })
+            .await
+    });
+
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    let watchdog = spawn_watchdog(rt.clone());
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    if let Some(k) = kvs_task {
+        k.abort();
+    }
+    // Peers first (they say goodbye over DTLS), then the camera, then HTTP.
+    let _ = tokio::time::timeout(Duration::from_millis(1200), sessions.shutdown()).await;
+    let capture = capture.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(c) = capture {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(700),
+            tokio::task::spawn_blocking(move || c.stop()),
+        )
+        .await;
+    }
+    stop.cancel();
+    match tokio::time::timeout(Duration::from_millis(300), server).await {
+        Ok(Ok(Err(e))) => return Err(DaemonError::Http(e)),
+        _ => {}
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The capture's sink: packetize each access unit once and publish it to every viewer.
+/// Runs on GStreamer's streaming thread.
+fn packetizing_sink(feed: FrameFeed, errors: Arc<std::sync::atomic::AtomicU64>) -> FrameSink {
+    let packetizer = Mutex::new(H264Packetizer::new(PacketizerConfig::default()));
+    Arc::new(move |au: AccessUnit| {
+        let mut frame = Frame::new();
+        let result = packetizer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .packetize_into(&au.data, au.pts_ns, &mut frame);
+        match result {
+            Ok(()) if !frame.is_empty() => feed.publish(Arc::new(frame)),
+            Ok(()) => {}
+            Err(e) => {
+                let n = errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Log the first few and then every hundredth: a broken encoder must not flood
+                // the journal.
+                if n < 5 || n % 100 == 0 {
+                    tracing::warn!(count = n + 1, "access unit dropped: {e}");
+                }
+            }
+        }
+    })
+}
+
+fn announce(opts: &DaemonOptions, bound: SocketAddr, mode: &str) {
+    let host = if bound.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else if bound.is_ipv6() {
+        format!("[{}]", bound.ip())
+    } else {
+        bound.ip().to_string()
+    };
+    let url = format!("http://{host}:{}/", bound.port());
+    tracing::info!(%url, mode, "camgate {} running", env!("CARGO_PKG_VERSION"));
+    // Plain stdout on purpose: this line is for the person who just typed the command.
+    println!(
+        "camgate {}: {mode}, {} {}x{}@{}",
+        env!("CARGO_PKG_VERSION"),
+        describe_source(&opts.capture),
+        opts.capture.width,
+        opts.capture.height,
+        opts.capture.framerate
+    );
+    match opts.signaling {
+        SignalingMode::Local => println!("camgate: open {url} in a browser to watch"),
+        SignalingMode::Kvs(_) => println!("camgate: health at {url}healthz"),
+    }
+}
+
+fn describe_source(c: &CaptureOptions) -> String {
+    use crate::media::SourceSpec;
+    match &c.source {
+        SourceSpec::Test { pattern } => format!("test pattern \"{pattern}\""),
+        SourceSpec::V4l2 { device, .. } => format!("V4L2 camera {device}"),
+        SourceSpec::Rtsp { url, .. } => format!("RTSP camera {}", crate::media::capture::redact_url(url)),
+        SourceSpec::File { path, .. } => format!("file {}", path.display()),
+    }
+}
+
+async fn healthz(State(rt): State<Runtime>) -> impl IntoResponse {
+    let h = rt.health();
+    let code = if h.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(h))
+}
+
+async fn stats(State(rt): State<Runtime>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "uptime_s": rt.started.elapsed().as_secs_f64(),
+        "frames_published": rt.feed.published(),
+        "health": rt.health(),
+        "sessions": rt.sessions.summaries(),
+    }))
+}
+
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
+/// Pets systemd's watchdog at half its interval while the capture is healthy, so a wedged
+/// pipeline that our own restarts cannot fix ends in a restart of the whole service.
+fn spawn_watchdog(rt: Runtime) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = sd_notify::watchdog_enabled()?;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval / 2);
+        loop {
+            tick.tick().await;
+            let h = rt.health();
+            if h.ok || h.capture_state.starts_with("restarting") || h.capture_state == "starting" {
+                notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+            }
+            let status = match &h.reason {
+                None => format!("streaming; {} viewer(s)", h.viewers),
+                Some(r) => r.clone(),
+            };
+            notify_systemd(&[sd_notify::NotifyState::Status(&status)]);
+        }
+    }))
+}
