@@ -12,3 +12,4 @@ pub mod media;
 pub mod rtp;
 pub mod session;
 pub mod signaling;
+pub mod telemetry;

@@ -1,0 +1,104 @@
+//! The effective configuration as TOML, with secrets replaced by `***`, for `check-config`.
+
+use super::fields::Field;
+use super::settings::{Settings, Visitor};
+
+const MASK: &str = "***";
+
+/// Query parameters that some cameras use to carry credentials.
+const SECRET_QUERY_WORDS: &[&str] = &["pass", "pwd", "token", "secret", "key", "auth", "sig"];
+
+/// `url` with any password (userinfo or credential-looking query parameter) replaced by `***`.
+/// A string that does not parse as a URL is masked whole if it could hold userinfo.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return if raw.contains('@') {
+            MASK.to_string()
+        } else {
+            raw.to_string()
+        };
+    };
+    if url.password().is_some() {
+        // Only fails for URLs that cannot have credentials, which this one has.
+        let _ = url.set_password(Some(MASK));
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let lower = k.to_ascii_lowercase();
+                let secret = SECRET_QUERY_WORDS.iter().any(|w| lower.contains(w));
+                (
+                    k.into_owned(),
+                    if secret {
+                        MASK.to_string()
+                    } else {
+                        v.into_owned()
+                    },
+                )
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+impl Settings {
+    /// The effective configuration as a TOML document, secrets masked. Unset optional keys are
+    /// listed as comments so that the output shows every key there is.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        if copy.source.password.is_some() {
+            copy.source.password = Some(MASK.to_string());
+        }
+        copy.source.url = copy.source.url.as_deref().map(redact_url);
+
+        let mut w = Writer {
+            out: format!(
+                "# camgate effective configuration: {}\n",
+                self.source_description()
+            ),
+            section: "",
+        };
+        copy.visit(&mut w);
+        w.out
+    }
+}
+
+struct Writer {
+    out: String,
+    section: &'static str,
+}
+
+impl Visitor for Writer {
+    fn field<T: Field>(&mut self, key: &'static str, value: &mut T) {
+        let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+        if section != self.section {
+            self.out.push_str(&format!("\n[{section}]\n"));
+            self.section = section;
+        }
+        match value.render() {
+            Some(v) => self.out.push_str(&format!("{name} = {v}\n")),
+            None => self.out.push_str(&format!("# {name} is not set\n")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_are_masked_and_the_rest_kept() {
+        assert_eq!(
+            redact_url("rtsp://admin:hunter2@192.0.2.7:554/stream1"),
+            "rtsp://admin:***@192.0.2.7:554/stream1"
+        );
+        assert_eq!(
+            redact_url("rtsp://cam/live?user=a&password=b"),
+            "rtsp://cam/live?user=a&password=***"
+        );
+        assert_eq!(redact_url("rtsp://cam/live"), "rtsp://cam/live");
+        assert_eq!(redact_url("not a url with user:pw@host"), "***");
+    }
+}

@@ -1,0 +1,370 @@
+//! The settings themselves: one struct per section, the built-in defaults, and the single list
+//! of keys ([`Settings::visit`]) that reading, printing and the documentation test all share.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use super::fields::{Field, config_enum};
+use super::render::redact_url;
+
+config_enum! {
+    /// Where the video comes from (`source.kind`).
+    pub enum SourceKind {
+        /// GStreamer's test pattern; needs no camera.
+        Test = "test",
+        /// A local camera through Video4Linux2.
+        V4l2 = "v4l2",
+        /// A network camera's RTSP stream.
+        Rtsp = "rtsp",
+        /// A video file, played in a loop by default.
+        File = "file",
+    }
+}
+
+config_enum! {
+    /// What a V4L2 camera is asked to deliver (`source.format`).
+    pub enum InputFormat {
+        /// Prefer H.264, then MJPEG, then raw, whichever the camera offers.
+        Auto = "auto",
+        Raw = "raw",
+        Mjpeg = "mjpeg",
+        H264 = "h264",
+    }
+}
+
+config_enum! {
+    /// How RTSP media travels (`source.transport`).
+    pub enum RtspTransport {
+        /// Interleaved in the RTSP TCP connection: survives NAT and loss.
+        Tcp = "tcp",
+        Udp = "udp",
+    }
+}
+
+config_enum! {
+    /// How viewers find the camera (`signaling.mode`).
+    pub enum SignalingMode {
+        /// WHEP on the built-in HTTP server.
+        Local = "local",
+        /// Master on an Amazon Kinesis Video Streams signaling channel.
+        Kvs = "kvs",
+    }
+}
+
+config_enum! {
+    /// Where log records go (`log.format`).
+    pub enum LogFormat {
+        /// The journal when running under systemd, otherwise text on stderr.
+        Auto = "auto",
+        /// The systemd journal, with structured fields.
+        Journald = "journald",
+        /// Human-readable lines on stderr.
+        Text = "text",
+    }
+}
+
+/// The whole configuration. Field names match the keys in `camgate.toml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub source: SourceSettings,
+    pub encoder: EncoderSettings,
+    pub webrtc: WebRtcSettings,
+    pub signaling: SignalingSettings,
+    pub http: HttpSettings,
+    pub kvs: KvsSettings,
+    pub log: LogSettings,
+    /// Where the values came from, for messages; not a setting.
+    pub(crate) provenance: Provenance,
+}
+
+/// `[source]`: capture.
+#[derive(Clone, PartialEq)]
+pub struct SourceSettings {
+    pub kind: SourceKind,
+    pub device: PathBuf,
+    pub format: InputFormat,
+    /// May contain `user:password@`; print it only through [`redact_url`].
+    pub url: Option<String>,
+    pub username: Option<String>,
+    /// Secret.
+    pub password: Option<String>,
+    pub transport: RtspTransport,
+    pub latency_ms: u32,
+    pub path: Option<PathBuf>,
+    /// Key `source.loop` (`loop` is a Rust keyword).
+    pub looping: bool,
+    pub pattern: String,
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
+    pub stall_timeout_s: u32,
+}
+
+/// `[encoder]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncoderSettings {
+    /// `"auto"` or a GStreamer element name.
+    pub name: String,
+    pub bitrate_kbps: u32,
+    pub keyframe_interval_s: u32,
+}
+
+/// `[webrtc]`: peer connections.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebRtcSettings {
+    pub max_viewers: usize,
+    pub stun_urls: Vec<String>,
+    /// Empty means every non-loopback interface.
+    pub host_addresses: Vec<IpAddr>,
+    /// 0 and 0 mean ephemeral ports.
+    pub udp_port_min: u16,
+    pub udp_port_max: u16,
+    pub nat_1to1_ips: Vec<IpAddr>,
+    pub gather_timeout_ms: u32,
+    pub viewer_queue_frames: usize,
+}
+
+/// `[signaling]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignalingSettings {
+    pub mode: SignalingMode,
+}
+
+/// `[http]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+}
+
+/// `[kvs]`: only used when `signaling.mode = "kvs"`.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct KvsSettings {
+    pub region: Option<String>,
+    pub channel_name: Option<String>,
+    pub channel_arn: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub create_channel: bool,
+    pub iot: IotSettings,
+}
+
+/// `[kvs.iot]`: credentials from the AWS IoT credentials provider (certificate + role alias).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct IotSettings {
+    pub endpoint: Option<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub role_alias: Option<String>,
+    pub thing_name: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive; `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Where the effective values came from.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub(crate) struct Provenance {
+    pub(crate) file: Option<PathBuf>,
+    /// Names of the `CAMGATE__*` variables that were applied.
+    pub(crate) env_vars: Vec<String>,
+    /// Key → the file or variable that set it.
+    pub(crate) origins: BTreeMap<String, String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            source: SourceSettings {
+                kind: SourceKind::Test,
+                device: PathBuf::from("/dev/video0"),
+                format: InputFormat::Auto,
+                url: None,
+                username: None,
+                password: None,
+                transport: RtspTransport::Tcp,
+                latency_ms: 200,
+                path: None,
+                looping: true,
+                pattern: "smpte".to_string(),
+                width: 1280,
+                height: 720,
+                framerate: 30,
+                stall_timeout_s: 5,
+            },
+            encoder: EncoderSettings {
+                name: "auto".to_string(),
+                bitrate_kbps: 2000,
+                keyframe_interval_s: 2,
+            },
+            webrtc: WebRtcSettings {
+                max_viewers: 10,
+                stun_urls: Vec::new(),
+                host_addresses: Vec::new(),
+                udp_port_min: 0,
+                udp_port_max: 0,
+                nat_1to1_ips: Vec::new(),
+                gather_timeout_ms: 2000,
+                viewer_queue_frames: 30,
+            },
+            signaling: SignalingSettings {
+                mode: SignalingMode::Local,
+            },
+            http: HttpSettings {
+                listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            },
+            kvs: KvsSettings::default(),
+            log: LogSettings {
+                level: "info".to_string(),
+                format: LogFormat::Auto,
+            },
+            provenance: Provenance::default(),
+        }
+    }
+}
+
+/// Something that goes over every setting with its key.
+pub(crate) trait Visitor {
+    fn field<T: Field>(&mut self, key: &'static str, value: &mut T);
+}
+
+impl Settings {
+    /// Every key, in the order of the shipped file. Reading, printing and the check that the
+    /// shipped file documents every key all go through this one list, so they cannot drift.
+    pub(crate) fn visit(&mut self, v: &mut impl Visitor) {
+        let s = &mut self.source;
+        v.field("source.kind", &mut s.kind);
+        v.field("source.device", &mut s.device);
+        v.field("source.format", &mut s.format);
+        v.field("source.url", &mut s.url);
+        v.field("source.username", &mut s.username);
+        v.field("source.password", &mut s.password);
+        v.field("source.transport", &mut s.transport);
+        v.field("source.latency_ms", &mut s.latency_ms);
+        v.field("source.path", &mut s.path);
+        v.field("source.loop", &mut s.looping);
+        v.field("source.pattern", &mut s.pattern);
+        v.field("source.width", &mut s.width);
+        v.field("source.height", &mut s.height);
+        v.field("source.framerate", &mut s.framerate);
+        v.field("source.stall_timeout_s", &mut s.stall_timeout_s);
+
+        let e = &mut self.encoder;
+        v.field("encoder.name", &mut e.name);
+        v.field("encoder.bitrate_kbps", &mut e.bitrate_kbps);
+        v.field("encoder.keyframe_interval_s", &mut e.keyframe_interval_s);
+
+        let w = &mut self.webrtc;
+        v.field("webrtc.max_viewers", &mut w.max_viewers);
+        v.field("webrtc.stun_urls", &mut w.stun_urls);
+        v.field("webrtc.host_addresses", &mut w.host_addresses);
+        v.field("webrtc.udp_port_min", &mut w.udp_port_min);
+        v.field("webrtc.udp_port_max", &mut w.udp_port_max);
+        v.field("webrtc.nat_1to1_ips", &mut w.nat_1to1_ips);
+        v.field("webrtc.gather_timeout_ms", &mut w.gather_timeout_ms);
+        v.field("webrtc.viewer_queue_frames", &mut w.viewer_queue_frames);
+
+        v.field("signaling.mode", &mut self.signaling.mode);
+
+        v.field("http.listen", &mut self.http.listen);
+
+        let k = &mut self.kvs;
+        v.field("kvs.region", &mut k.region);
+        v.field("kvs.channel_name", &mut k.channel_name);
+        v.field("kvs.channel_arn", &mut k.channel_arn);
+        v.field("kvs.endpoint_url", &mut k.endpoint_url);
+        v.field("kvs.create_channel", &mut k.create_channel);
+        let i = &mut k.iot;
+        v.field("kvs.iot.endpoint", &mut i.endpoint);
+        v.field("kvs.iot.cert", &mut i.cert);
+        v.field("kvs.iot.key", &mut i.key);
+        v.field("kvs.iot.ca", &mut i.ca);
+        v.field("kvs.iot.role_alias", &mut i.role_alias);
+        v.field("kvs.iot.thing_name", &mut i.thing_name);
+
+        v.field("log.level", &mut self.log.level);
+        v.field("log.format", &mut self.log.format);
+    }
+
+    /// Every key, dotted, in file order.
+    pub fn keys() -> Vec<&'static str> {
+        struct Keys(Vec<&'static str>);
+        impl Visitor for Keys {
+            fn field<T: Field>(&mut self, key: &'static str, _: &mut T) {
+                self.0.push(key);
+            }
+        }
+        let mut keys = Keys(Vec::new());
+        Settings::default().visit(&mut keys);
+        keys.0
+    }
+
+    /// The configuration file that was read, if any.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.provenance.file.as_deref()
+    }
+
+    /// Where the effective configuration came from, for logs and `check-config`, e.g.
+    /// `built-in defaults + /etc/camgate/camgate.toml + environment (CAMGATE__HTTP__LISTEN)`.
+    pub fn source_description(&self) -> String {
+        let mut out = String::from("built-in defaults");
+        if let Some(file) = &self.provenance.file {
+            out.push_str(" + ");
+            out.push_str(&file.display().to_string());
+        }
+        if !self.provenance.env_vars.is_empty() {
+            out.push_str(&format!(
+                " + environment ({})",
+                self.provenance.env_vars.join(", ")
+            ));
+        }
+        out
+    }
+
+    /// The file or environment variable that set `key`, if it was not left at its default.
+    pub fn origin_of(&self, key: &str) -> Option<&str> {
+        self.provenance.origins.get(key).map(String::as_str)
+    }
+}
+
+impl KvsSettings {
+    /// The region to sign for: `kvs.region`, else the region field of `kvs.channel_arn`.
+    pub fn effective_region(&self) -> Option<&str> {
+        self.region
+            .as_deref()
+            .or_else(|| self.channel_arn.as_deref().and_then(arn_region))
+    }
+}
+
+/// The region field (the fourth) of an ARN, if present and non-empty.
+pub(crate) fn arn_region(arn: &str) -> Option<&str> {
+    arn.split(':').nth(3).filter(|r| !r.is_empty())
+}
+
+/// Hand-written so that a stray `{:?}` in a log line cannot leak the RTSP password.
+impl std::fmt::Debug for SourceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceSettings")
+            .field("kind", &self.kind)
+            .field("device", &self.device)
+            .field("format", &self.format)
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("transport", &self.transport)
+            .field("latency_ms", &self.latency_ms)
+            .field("path", &self.path)
+            .field("looping", &self.looping)
+            .field("pattern", &self.pattern)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("framerate", &self.framerate)
+            .field("stall_timeout_s", &self.stall_timeout_s)
+            .finish()
+    }
+}

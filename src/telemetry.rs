@@ -1,0 +1,176 @@
+//! Logging: `tracing` events (and the `log` records of webrtc/rtc) to the systemd journal or
+//! to stderr.
+//!
+//! Under systemd, stderr already reaches the journal, but as plain lines; the journald layer
+//! keeps levels and fields searchable (`journalctl -u camgate -p warning`). Elsewhere the
+//! journal may not exist, so `auto` falls back to text rather than failing.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+pub use crate::config::LogFormat;
+
+/// Setting up logging failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `log.level` (or `RUST_LOG`, named in `source_name`) is not a valid filter.
+    #[error("{source_name}: invalid log filter {directive:?}: {reason}")]
+    Filter {
+        source_name: &'static str,
+        directive: String,
+        reason: String,
+    },
+    /// `log.format = "journald"` but the journal socket cannot be used.
+    #[error("log.format = \"journald\" but the systemd journal is unavailable: {0}")]
+    Journald(#[source] std::io::Error),
+    /// A global subscriber or `log` logger was already installed.
+    #[error("logging is already initialised: {0}")]
+    AlreadyInitialised(String),
+}
+
+/// Where the records will go, decided from the format and the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    Journald,
+    Stderr,
+}
+
+/// `Auto` picks the journal when systemd started us (it sets `JOURNAL_STREAM` for services
+/// whose output it captures).
+fn wanted_sink(format: LogFormat, journal_stream: bool) -> Sink {
+    match format {
+        LogFormat::Journald => Sink::Journald,
+        LogFormat::Auto if journal_stream => Sink::Journald,
+        LogFormat::Auto | LogFormat::Text => Sink::Stderr,
+    }
+}
+
+/// The filter: `RUST_LOG` if set and non-empty, else the configured level.
+fn build_filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, TelemetryError> {
+    let (source_name, directive) = match rust_log.filter(|v| !v.trim().is_empty()) {
+        Some(v) => ("RUST_LOG", v),
+        None => ("log.level", level),
+    };
+    EnvFilter::builder()
+        .parse(directive)
+        .map_err(|e| TelemetryError::Filter {
+            source_name,
+            directive: directive.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Installs the global subscriber. Call once, early in `main`.
+///
+/// `log` records (webrtc, rtc and other `log`-based crates) are forwarded into `tracing` by
+/// tracing-subscriber's `tracing-log` feature when the subscriber is installed, with the `log`
+/// max level set from the filter so that disabled records cost almost nothing.
+pub fn init(level: &str, format: LogFormat) -> Result<(), TelemetryError> {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = build_filter(level, rust_log.as_deref())?;
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+
+    let journald = match wanted_sink(format, under_systemd) {
+        Sink::Stderr => None,
+        Sink::Journald => match tracing_journald::layer() {
+            Ok(layer) => Some(layer),
+            Err(e) if format == LogFormat::Journald => return Err(TelemetryError::Journald(e)),
+            // `auto`: the socket is missing (e.g. in a container); stderr still works.
+            Err(_) => None,
+        },
+    };
+    let stderr = journald.is_none().then(|| {
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal());
+        // The journal stamps each line itself.
+        if under_systemd {
+            layer.without_time().boxed()
+        } else {
+            layer.boxed()
+        }
+    });
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(stderr)
+        .try_init()
+        .map_err(|e| TelemetryError::AlreadyInitialised(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn auto_uses_the_journal_only_under_systemd() {
+        assert_eq!(wanted_sink(LogFormat::Auto, true), Sink::Journald);
+        assert_eq!(wanted_sink(LogFormat::Auto, false), Sink::Stderr);
+        assert_eq!(wanted_sink(LogFormat::Text, true), Sink::Stderr);
+        assert_eq!(wanted_sink(LogFormat::Journald, false), Sink::Journald);
+    }
+
+    #[test]
+    fn rust_log_overrides_the_configured_level() {
+        let f = build_filter("info", Some("debug")).unwrap();
+        assert_eq!(
+            f.max_level_hint(),
+            Some(tracing::level_filters::LevelFilter::DEBUG)
+        );
+        let f = build_filter("warn", Some("  ")).unwrap();
+        assert_eq!(
+            f.max_level_hint(),
+            Some(tracing::level_filters::LevelFilter::WARN)
+        );
+        let err = build_filter("info", Some("camgate=loud")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("RUST_LOG: invalid log filter"),
+            "{err}"
+        );
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A `log` record, as webrtc emits them, comes out through our filter and formatter.
+    #[test]
+    fn log_crate_records_reach_tracing() {
+        // Forward `log` to whatever tracing dispatcher is current; harmless if already set.
+        let _ = tracing_log::LogTracer::init();
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(build_filter("info,noisy=error", None).unwrap())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone()),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            log::warn!(target: "webrtc::peer_connection", "ice failed for {}", "viewer-1");
+            log::debug!(target: "webrtc::peer_connection", "hidden debug");
+            log::warn!(target: "noisy", "filtered out");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("WARN"), "{text}");
+        assert!(text.contains("webrtc::peer_connection"), "{text}");
+        assert!(text.contains("ice failed for viewer-1"), "{text}");
+        assert!(!text.contains("hidden debug"), "{text}");
+        assert!(!text.contains("filtered out"), "{text}");
+    }
+}
