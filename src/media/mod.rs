@@ -1,1 +1,44 @@
 //! Capture and encode through GStreamer: one pipeline serves every viewer.
+//!
+//! The camera (or an RTSP camera, a file, a test pattern) is opened once; its H.264 access
+//! units go to a single [`FrameSink`] on GStreamer's streaming thread, where the packetizer
+//! turns each one into RTP once for all viewers. Encoding is avoided whenever the source
+//! already speaks H.264 (RTSP, UVC H.264 cameras): re-encoding on a Pi costs more CPU than
+//! everything else combined, and every re-encode loses quality.
+//!
+//! Layout: [`options`] says what to open, [`encoder`] picks and configures the encoder,
+//! [`pipeline`] turns both into a launch description, [`supervisor`] holds the sans-IO
+//! restart/stall/timestamp rules, [`capture`] runs it all on a thread, [`probe`] reports what
+//! this machine offers.
+
+pub mod capture;
+pub mod encoder;
+pub mod error;
+pub mod options;
+pub mod pipeline;
+pub mod probe;
+pub mod supervisor;
+
+pub use capture::{Capture, CaptureState, CaptureStatus};
+pub use encoder::{EncoderChoice, EncoderKind, select_encoder};
+pub use error::MediaError;
+pub use options::{CaptureOptions, EncoderSpec, RtspTransport, SourceSpec, V4l2Format};
+pub use probe::{ProbeReport, probe};
+
+/// One encoded H.264 access unit in Annex-B byte-stream form (start codes, SPS/PPS inline
+/// before every IDR).
+#[derive(Debug, Clone)]
+pub struct AccessUnit {
+    /// The whole access unit; cloning is a reference-count bump, so the packetizer can keep
+    /// slices of it without copying.
+    pub data: bytes::Bytes,
+    /// Presentation time in nanoseconds on a clock that only moves forward across pipeline
+    /// restarts and file loops (it may jump ahead, never back).
+    pub pts_ns: u64,
+    /// An IDR: a viewer can start decoding here.
+    pub keyframe: bool,
+}
+
+/// Where access units go. Called on GStreamer's streaming thread, so it must be cheap and
+/// must not block; the same sink survives pipeline restarts so viewers keep their stream.
+pub type FrameSink = std::sync::Arc<dyn Fn(AccessUnit) + Send + Sync>;

@@ -1,0 +1,162 @@
+//! The capture's decisions, without GStreamer or threads: when to restart, how long to wait,
+//! when a quiet pipeline counts as stalled, and how to keep timestamps moving forward.
+//! The driver in `capture.rs` feeds these the current time.
+
+use std::time::{Duration, Instant};
+
+/// Capped exponential backoff between pipeline restarts. A pipeline that streamed for
+/// `healthy_after` before failing starts the sequence over, so a camera that hiccups once a
+/// day reconnects in half a second instead of after the previous day's worst delay.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    healthy_after: Duration,
+    next: Duration,
+    /// When the current pipeline delivered its first access unit.
+    streaming_since: Option<Instant>,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration, healthy_after: Duration) -> Self {
+        Backoff {
+            min,
+            max: max.max(min),
+            healthy_after,
+            next: min,
+            streaming_since: None,
+        }
+    }
+
+    /// The pipeline delivered an access unit (only the first one per pipeline matters).
+    pub fn on_streaming(&mut self, now: Instant) {
+        self.streaming_since.get_or_insert(now);
+    }
+
+    /// The pipeline failed at `now`; returns how long to wait before the next attempt.
+    pub fn on_failure(&mut self, now: Instant) -> Duration {
+        if let Some(since) = self.streaming_since.take()
+            && now.saturating_duration_since(since) >= self.healthy_after
+        {
+            self.next = self.min;
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+}
+
+/// Whether a running pipeline has gone quiet for too long. Before its first access unit a
+/// pipeline gets `startup` (an RTSP camera may take seconds to answer), after it `stall`.
+pub fn is_stalled(
+    now: Instant,
+    started: Instant,
+    last_frame: Option<Instant>,
+    startup: Duration,
+    stall: Duration,
+) -> Option<Duration> {
+    let (since, limit) = match last_frame {
+        Some(t) if t >= started => (t, stall),
+        _ => (started, startup.max(stall)),
+    };
+    (now.saturating_duration_since(since) >= limit).then_some(limit)
+}
+
+/// Keeps access-unit timestamps monotonic across pipeline restarts and file loops, where
+/// GStreamer's running time starts over at zero. Small backward steps (B-frame reordering
+/// from a camera) pass through untouched; a jump back by more than `max_reorder` is rebased
+/// to continue one frame after the last timestamp.
+#[derive(Debug, Clone)]
+pub struct PtsContinuity {
+    offset: u64,
+    last: Option<u64>,
+    frame: u64,
+    max_reorder: u64,
+}
+
+impl PtsContinuity {
+    pub fn new(frame_duration_ns: u64) -> Self {
+        PtsContinuity {
+            offset: 0,
+            last: None,
+            frame: frame_duration_ns.max(1),
+            max_reorder: 500_000_000,
+        }
+    }
+
+    pub fn map(&mut self, running_time_ns: u64) -> u64 {
+        let mut out = running_time_ns.saturating_add(self.offset);
+        if let Some(last) = self.last
+            && out.saturating_add(self.max_reorder) < last
+        {
+            let target = last.saturating_add(self.frame);
+            self.offset = target.saturating_sub(running_time_ns);
+            out = target;
+        }
+        self.last = Some(self.last.map_or(out, |l| l.max(out)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(500 * MS, 30_000 * MS, 60_000 * MS);
+        let delays: Vec<_> = (0..9).map(|i| b.on_failure(t0 + i * MS).as_millis()).collect();
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+    }
+
+    #[test]
+    fn backoff_resets_only_after_a_healthy_minute() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(500 * MS, 30_000 * MS, 60_000 * MS);
+        b.on_failure(t0);
+        b.on_failure(t0);
+        // Streamed briefly: still escalating.
+        b.on_streaming(t0 + 1000 * MS);
+        assert_eq!(b.on_failure(t0 + 5000 * MS), 2000 * MS);
+        // Streamed for a minute: back to the minimum.
+        b.on_streaming(t0 + 10_000 * MS);
+        b.on_streaming(t0 + 50_000 * MS); // later frames do not move the start
+        assert_eq!(b.on_failure(t0 + 70_000 * MS), 500 * MS);
+        assert_eq!(b.on_failure(t0 + 70_001 * MS), 1000 * MS);
+    }
+
+    #[test]
+    fn stall_uses_startup_grace_then_stall_timeout() {
+        let t0 = Instant::now();
+        let (startup, stall) = (10_000 * MS, 2000 * MS);
+        assert_eq!(is_stalled(t0 + 9000 * MS, t0, None, startup, stall), None);
+        assert_eq!(is_stalled(t0 + 10_000 * MS, t0, None, startup, stall), Some(startup));
+        let f = Some(t0 + 100 * MS);
+        assert_eq!(is_stalled(t0 + 2000 * MS, t0, f, startup, stall), None);
+        assert_eq!(is_stalled(t0 + 2100 * MS, t0, f, startup, stall), Some(stall));
+        // A frame from the previous pipeline does not count for the new one.
+        let restarted = t0 + 3000 * MS;
+        assert_eq!(is_stalled(t0 + 4000 * MS, restarted, f, startup, stall), None);
+    }
+
+    #[test]
+    fn pts_stays_monotonic_across_restart_and_loop() {
+        let frame = 33_333_333;
+        let mut p = PtsContinuity::new(frame);
+        assert_eq!(p.map(0), 0);
+        assert_eq!(p.map(5_000_000_000), 5_000_000_000);
+        // Restart: running time starts over.
+        assert_eq!(p.map(0), 5_000_000_000 + frame);
+        assert_eq!(p.map(frame), 5_000_000_000 + 2 * frame);
+        // Reordering within a frame or two is left alone.
+        assert_eq!(p.map(0), 5_000_000_000 + frame);
+        // A forward jump is allowed.
+        assert_eq!(p.map(60_000_000_000), 60_000_000_000 + 5_000_000_000 + frame);
+    }
+}
