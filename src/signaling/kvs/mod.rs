@@ -9,6 +9,7 @@ pub mod ice_refresh;
 pub mod machine;
 pub mod message;
 pub mod pending;
+pub mod presign;
 
 /// A STUN or TURN server handed to a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
