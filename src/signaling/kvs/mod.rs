@@ -5,7 +5,9 @@
 //! talk to AWS; [`driver`] is the thin tokio task that wires them to a WebSocket.
 
 pub mod backoff;
+pub mod control;
 pub mod ice_refresh;
+pub mod iot;
 pub mod machine;
 pub mod message;
 pub mod pending;
@@ -17,4 +19,56 @@ pub struct IceServer {
     pub urls: Vec<String>,
     pub username: Option<String>,
     pub credential: Option<String>,
+}
+
+pub use iot::IotOptions;
+
+use std::time::Duration;
+
+/// Everything the KVS master needs; the application maps its configuration onto this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvsOptions {
+    /// AWS region; taken from the channel ARN when one is given, else from here, else from the
+    /// environment/profile.
+    pub region: Option<String>,
+    pub channel_name: Option<String>,
+    /// Preferred over the name when both are set.
+    pub channel_arn: Option<String>,
+    /// Control-plane endpoint override (an emulator, a FIPS or dual-stack endpoint).
+    pub endpoint_url: Option<String>,
+    /// Create the channel if Describe says it does not exist (by name only).
+    pub create_channel: bool,
+    /// Use an AWS IoT certificate instead of the default credential chain.
+    pub iot: Option<IotOptions>,
+    /// Our `ClientId` in GetIceServerConfig.
+    pub client_id: String,
+    /// Send a WebSocket Ping when nothing was sent for this long (service idle cut: 10 min).
+    pub ping_interval: Duration,
+    /// Planned reconnect after this long (service maximum: 1 h).
+    pub max_connection_age: Duration,
+    /// Upper bound for one offer → answer (the session layer's ICE gathering included).
+    pub gather_timeout: Duration,
+    /// Per REST call attempt.
+    pub api_timeout: Duration,
+    /// TCP/TLS/WebSocket handshake.
+    pub connect_timeout: Duration,
+}
+
+impl Default for KvsOptions {
+    fn default() -> Self {
+        KvsOptions {
+            region: None,
+            channel_name: None,
+            channel_arn: None,
+            endpoint_url: None,
+            create_channel: false,
+            iot: None,
+            client_id: "camgate-master".into(),
+            ping_interval: Duration::from_secs(25),
+            max_connection_age: Duration::from_secs(55 * 60),
+            gather_timeout: Duration::from_secs(10),
+            api_timeout: Duration::from_secs(7),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
 }
