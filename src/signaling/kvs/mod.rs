@@ -6,12 +6,34 @@
 
 pub mod backoff;
 pub mod control;
+pub mod driver;
 pub mod ice_refresh;
 pub mod iot;
 pub mod machine;
 pub mod message;
 pub mod pending;
 pub mod presign;
+pub mod stats;
+
+/// Where SDP offers go: the session layer implements this.
+#[async_trait::async_trait]
+pub trait OfferHandler: Send + Sync + 'static {
+    /// An SDP offer arrived from viewer `client_id` (opaque; Alexa ids look like `viewer-<uuid>`).
+    /// `ice_servers` are the current (unexpired) STUN/TURN servers to use for this session.
+    /// If `candidates` is Some, the viewer trickles: return the answer at once and send each local
+    /// candidate (JSON `{"candidate","sdpMid","sdpMLineIndex"}` as a String) to the channel as gathered.
+    /// If None, return one complete answer containing every gathered candidate.
+    /// A new offer from a client id that has a session replaces that session.
+    async fn offer(
+        &self,
+        client_id: &str,
+        offer_sdp: &str,
+        ice_servers: Vec<IceServer>,
+        candidates: Option<tokio::sync::mpsc::Sender<String>>,
+    ) -> Result<String, String>;
+    /// A trickled remote candidate (the decoded JSON payload) for viewer `client_id`.
+    async fn remote_candidate(&self, client_id: &str, candidate_json: &str);
+}
 
 /// A STUN or TURN server handed to a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
