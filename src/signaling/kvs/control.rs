@@ -185,7 +185,9 @@ impl ControlPlane {
         if let Some(r) = &region {
             loader = loader.region(Region::new(r.clone()));
         }
-        if let Some(iot) = &opts.iot {
+        if let Some(c) = &opts.credentials {
+            loader = loader.credentials_provider(c.clone());
+        } else if let Some(iot) = &opts.iot {
             loader = loader.credentials_provider(IotCredentialsProvider::new(iot)?);
         }
         let sdk = loader.load().await;

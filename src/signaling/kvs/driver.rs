@@ -739,7 +739,7 @@ async fn next_frame(
 }
 
 /// Presigns and opens the WebSocket; failures come back classified for the machine.
-async fn connect(
+pub(crate) async fn connect(
     control: &ControlPlane,
     endpoint: &str,
     channel_arn: &str,

@@ -5,6 +5,7 @@
 //! talk to AWS; [`driver`] is the thin tokio task that wires them to a WebSocket.
 
 pub mod backoff;
+pub mod check;
 pub mod control;
 pub mod driver;
 pub mod ice_refresh;
@@ -48,7 +49,7 @@ pub use iot::IotOptions;
 use std::time::Duration;
 
 /// Everything the KVS master needs; the application maps its configuration onto this.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KvsOptions {
     /// AWS region; taken from the channel ARN when one is given, else from here, else from the
     /// environment/profile.
@@ -62,6 +63,8 @@ pub struct KvsOptions {
     pub create_channel: bool,
     /// Use an AWS IoT certificate instead of the default credential chain.
     pub iot: Option<IotOptions>,
+    /// Fixed credentials (keys from the config file, tests); wins over `iot` and the chain.
+    pub credentials: Option<aws_credential_types::Credentials>,
     /// Our `ClientId` in GetIceServerConfig.
     pub client_id: String,
     /// Send a WebSocket Ping when nothing was sent for this long (service idle cut: 10 min).
@@ -85,6 +88,7 @@ impl Default for KvsOptions {
             endpoint_url: None,
             create_channel: false,
             iot: None,
+            credentials: None,
             client_id: "camgate-master".into(),
             ping_interval: Duration::from_secs(25),
             max_connection_age: Duration::from_secs(55 * 60),
@@ -94,3 +98,7 @@ impl Default for KvsOptions {
         }
     }
 }
+
+pub use check::{CheckReport, CheckStep, check};
+pub use driver::KvsMaster;
+pub use stats::{KvsStats, StatsSnapshot};
