@@ -102,3 +102,6 @@ impl Default for KvsOptions {
 pub use check::{CheckReport, CheckStep, check};
 pub use driver::KvsMaster;
 pub use stats::{KvsStats, StatsSnapshot};
+
+#[cfg(test)]
+mod tests;
