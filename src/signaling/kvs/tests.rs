@@ -111,6 +111,7 @@ impl Fake {
             while let Ok((stream, _)) = ws.accept().await {
                 let uri = Arc::new(std::sync::Mutex::new(String::new()));
                 let u = uri.clone();
+                #[allow(clippy::result_large_err)] // the signature is tungstenite's
                 let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
                                resp| {
                     *u.lock().unwrap() = req.uri().to_string();
