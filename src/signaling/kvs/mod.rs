@@ -1,1 +1,107 @@
 //! Amazon Kinesis Video Streams signaling, master role.
+//!
+//! Layout: sans-IO cores ([`backoff`], [`machine`], [`ice_refresh`], [`message`], [`pending`])
+//! hold every decision and are tested on a virtual clock; [`presign`], [`control`] and [`iot`]
+//! talk to AWS; [`driver`] is the thin tokio task that wires them to a WebSocket.
+
+pub mod backoff;
+pub mod check;
+pub mod control;
+pub mod driver;
+pub mod ice_refresh;
+pub mod iot;
+pub mod machine;
+pub mod message;
+pub mod pending;
+pub mod presign;
+pub mod stats;
+
+/// Where SDP offers go: the session layer implements this.
+#[async_trait::async_trait]
+pub trait OfferHandler: Send + Sync + 'static {
+    /// An SDP offer arrived from viewer `client_id` (opaque; Alexa ids look like `viewer-<uuid>`).
+    /// `ice_servers` are the current (unexpired) STUN/TURN servers to use for this session.
+    /// If `candidates` is Some, the viewer trickles: return the answer at once and send each local
+    /// candidate (JSON `{"candidate","sdpMid","sdpMLineIndex"}` as a String) to the channel as gathered.
+    /// If None, return one complete answer containing every gathered candidate.
+    /// A new offer from a client id that has a session replaces that session.
+    async fn offer(
+        &self,
+        client_id: &str,
+        offer_sdp: &str,
+        ice_servers: Vec<IceServer>,
+        candidates: Option<tokio::sync::mpsc::Sender<String>>,
+    ) -> Result<String, String>;
+    /// A trickled remote candidate (the decoded JSON payload) for viewer `client_id`.
+    async fn remote_candidate(&self, client_id: &str, candidate_json: &str);
+}
+
+/// A STUN or TURN server handed to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+pub use iot::IotOptions;
+
+use std::time::Duration;
+
+/// Everything the KVS master needs; the application maps its configuration onto this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvsOptions {
+    /// AWS region; taken from the channel ARN when one is given, else from here, else from the
+    /// environment/profile.
+    pub region: Option<String>,
+    pub channel_name: Option<String>,
+    /// Preferred over the name when both are set.
+    pub channel_arn: Option<String>,
+    /// Control-plane endpoint override (an emulator, a FIPS or dual-stack endpoint).
+    pub endpoint_url: Option<String>,
+    /// Create the channel if Describe says it does not exist (by name only).
+    pub create_channel: bool,
+    /// Use an AWS IoT certificate instead of the default credential chain.
+    pub iot: Option<IotOptions>,
+    /// Fixed credentials (keys from the config file, tests); wins over `iot` and the chain.
+    pub credentials: Option<aws_credential_types::Credentials>,
+    /// Our `ClientId` in GetIceServerConfig.
+    pub client_id: String,
+    /// Send a WebSocket Ping when nothing was sent for this long (service idle cut: 10 min).
+    pub ping_interval: Duration,
+    /// Planned reconnect after this long (service maximum: 1 h).
+    pub max_connection_age: Duration,
+    /// Upper bound for one offer → answer (the session layer's ICE gathering included).
+    pub gather_timeout: Duration,
+    /// Per REST call attempt.
+    pub api_timeout: Duration,
+    /// TCP/TLS/WebSocket handshake.
+    pub connect_timeout: Duration,
+}
+
+impl Default for KvsOptions {
+    fn default() -> Self {
+        KvsOptions {
+            region: None,
+            channel_name: None,
+            channel_arn: None,
+            endpoint_url: None,
+            create_channel: false,
+            iot: None,
+            credentials: None,
+            client_id: "camgate-master".into(),
+            ping_interval: Duration::from_secs(25),
+            max_connection_age: Duration::from_secs(55 * 60),
+            gather_timeout: Duration::from_secs(10),
+            api_timeout: Duration::from_secs(7),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub use check::{CheckReport, CheckStep, check};
+pub use driver::KvsMaster;
+pub use stats::{KvsStats, StatsSnapshot};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1040 @@
+//! The master's connection state machine, sans-IO.
+//!
+//! Inputs are [`Event`]s stamped with the current `Instant`; outputs are [`Action`]s for the
+//! driver plus [`Machine::deadline`], the instant at which the driver must feed [`Event::Timer`].
+//! The driver performs each Call/Connect action and reports exactly one result for it.
+//!
+//! Policy (see the protocol reference §3.1, §2.5, §6):
+//! * Describe → GetEndpoint → GetIceConfig → Connect. Describe/GetEndpoint results are cached
+//!   (hours); a plain socket loss reconnects straight to Connect.
+//! * Any close or error reconnects with exponential full-jitter backoff, and never more than
+//!   3 connects per rolling second (the service's per-channel quota).
+//! * GO_AWAY: close and re-discover at once. RECONNECT_ICE_SERVER: close, refetch ICE, reconnect.
+//! * A planned reconnect shortly before the service's 1-hour connection limit.
+//! * A Ping whenever nothing was sent for `ping_idle`, far inside the 10-minute idle cut-off.
+//! * 403 "Signature expired / not yet current": take the clock offset from the response `Date`
+//!   and retry at once with corrected signing time.
+//! * 404 after Describe: the channel may have been re-created under a new ARN → Describe again.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use super::backoff::{Backoff, BackoffConfig, Jitter, RateCap};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineConfig {
+    /// Send a Ping when nothing has been sent for this long.
+    pub ping_idle: Duration,
+    /// Planned reconnect after this much connected time (the service cuts at 1 h).
+    pub max_connection_age: Duration,
+    /// After a Ping, give up on the socket if nothing at all arrives within this time — enforced
+    /// only once the service has answered a Ping on this connection, because whether it answers
+    /// pings is not documented and a silent service must not cause reconnect loops.
+    pub pong_timeout: Duration,
+    /// How long Describe/GetEndpoint results are reused.
+    pub endpoint_cache_ttl: Duration,
+    pub backoff: BackoffConfig,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            ping_idle: Duration::from_secs(25),
+            max_connection_age: Duration::from_secs(55 * 60),
+            pong_timeout: Duration::from_secs(20),
+            endpoint_cache_ttl: Duration::from_secs(10 * 3600),
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Idle,
+    Describe,
+    GetEndpoint,
+    GetIceConfig,
+    Connecting,
+    Connected,
+    Backoff,
+    Stopped,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Describe => "describe",
+            State::GetEndpoint => "get-endpoint",
+            State::GetIceConfig => "get-ice-config",
+            State::Connecting => "connecting",
+            State::Connected => "connected",
+            State::Backoff => "backoff",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// The steps of the connection chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Describe,
+    GetEndpoint,
+    GetIceConfig,
+    Connect,
+}
+
+/// Why a (re)connect happens; counted in the stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cause {
+    Initial,
+    SocketClosed,
+    SocketError,
+    GoAway,
+    ReconnectIceServer,
+    MaxAge,
+    PongTimeout,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 7] = [
+        Cause::Initial,
+        Cause::SocketClosed,
+        Cause::SocketError,
+        Cause::GoAway,
+        Cause::ReconnectIceServer,
+        Cause::MaxAge,
+        Cause::PongTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Initial => "initial",
+            Cause::SocketClosed => "socket-closed",
+            Cause::SocketError => "socket-error",
+            Cause::GoAway => "go-away",
+            Cause::ReconnectIceServer => "reconnect-ice-server",
+            Cause::MaxAge => "max-age",
+            Cause::PongTimeout => "pong-timeout",
+        }
+    }
+}
+
+/// The per-channel endpoints from GetSignalingChannelEndpoint, used exactly as returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    pub wss: String,
+    pub https: String,
+}
+
+/// How an API call or the WebSocket handshake failed, as far as the policy cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// 403 "Signature expired" / "Signature not yet current": `server_date` is the response's
+    /// `Date` header, `local_date` our wall clock when it arrived.
+    ClockSkew {
+        server_date: SystemTime,
+        local_date: SystemTime,
+    },
+    /// 401/403 for any other reason.
+    Denied,
+    NotFound,
+    BadRequest,
+    Throttled,
+    Server,
+    Timeout,
+    /// Network errors and anything else.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Start,
+    Stop,
+    Timer,
+    /// DescribeSignalingChannel (or Create) result: the channel ARN.
+    Described(Result<String, Failure>),
+    GotEndpoints(Result<Endpoints, Failure>),
+    GotIceConfig(Result<(), Failure>),
+    SocketOpened,
+    ConnectFailed(Failure),
+    SocketClosed {
+        code: Option<u16>,
+    },
+    SocketError,
+    /// Any inbound frame (text, binary, ping).
+    FrameReceived,
+    /// A Pong for our Ping.
+    PongReceived,
+    /// We wrote a frame (message or ping).
+    FrameSent,
+    GoAway,
+    ReconnectIceServer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    CallDescribe,
+    CallGetEndpoint {
+        channel_arn: String,
+    },
+    CallGetIceConfig {
+        channel_arn: String,
+        https_endpoint: String,
+    },
+    /// Open the WebSocket; presign with `now + clock_offset_ms` as the signing time.
+    Connect {
+        wss_endpoint: String,
+        channel_arn: String,
+        clock_offset_ms: i64,
+        cause: Cause,
+    },
+    SendPing,
+    CloseSocket {
+        cause: Cause,
+    },
+}
+
+/// Minimum change in the measured clock offset that justifies an immediate re-sign. A retry with
+/// the same offset would fail the same way, so it goes through backoff instead.
+const SKEW_RETRY_THRESHOLD_MS: i64 = 1_000;
+
+pub struct Machine {
+    cfg: MachineConfig,
+    state: State,
+    channel_arn: Option<String>,
+    endpoints: Option<(Endpoints, Instant)>,
+    clock_offset_ms: i64,
+    backoff: Backoff,
+    connect_cap: RateCap,
+    /// While in Backoff: when to run `pending`.
+    wake: Option<Instant>,
+    pending: Step,
+    next_cause: Cause,
+    connected_at: Option<Instant>,
+    last_sent: Instant,
+    pong_seen: bool,
+    ping_outstanding: Option<Instant>,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("state", &self.state)
+            .field("channel_arn", &self.channel_arn)
+            .field("endpoints", &self.endpoints)
+            .field("clock_offset_ms", &self.clock_offset_ms)
+            .field("wake", &self.wake)
+            .field("pending", &self.pending)
+            .finish()
+    }
+}
+
+impl Machine {
+    pub fn new(cfg: MachineConfig, jitter: Jitter, now: Instant) -> Self {
+        Machine {
+            cfg,
+            state: State::Idle,
+            channel_arn: None,
+            endpoints: None,
+            clock_offset_ms: 0,
+            backoff: Backoff::new(cfg.backoff, jitter),
+            connect_cap: RateCap::kvs_connect(),
+            wake: None,
+            pending: Step::Describe,
+            next_cause: Cause::Initial,
+            connected_at: None,
+            last_sent: now,
+            pong_seen: false,
+            ping_outstanding: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.clock_offset_ms
+    }
+
+    pub fn channel_arn(&self) -> Option<&str> {
+        self.channel_arn.as_deref()
+    }
+
+    pub fn endpoints(&self) -> Option<&Endpoints> {
+        self.endpoints.as_ref().map(|(e, _)| e)
+    }
+
+    pub fn connected_since(&self) -> Option<Instant> {
+        if self.state == State::Connected {
+            self.connected_at
+        } else {
+            None
+        }
+    }
+
+    /// When the driver must deliver [`Event::Timer`] next.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Backoff => self.wake,
+            State::Connected => {
+                let mut d = self.last_sent + self.cfg.ping_idle;
+                if let Some(at) = self.connected_at {
+                    d = d.min(at + self.cfg.max_connection_age);
+                }
+                if self.pong_seen
+                    && let Some(p) = self.ping_outstanding
+                {
+                    d = d.min(p + self.cfg.pong_timeout);
+                }
+                Some(d)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.on_event(now, event, &mut out);
+        out
+    }
+
+    fn on_event(&mut self, now: Instant, event: Event, out: &mut Vec<Action>) {
+        if self.state == State::Stopped {
+            return;
+        }
+        match (self.state, event) {
+            (_, Event::Stop) => {
+                if matches!(self.state, State::Connected | State::Connecting) {
+                    out.push(Action::CloseSocket {
+                        cause: Cause::Initial,
+                    });
+                }
+                self.state = State::Stopped;
+            }
+            (State::Idle, Event::Start) => {
+                self.next_cause = Cause::Initial;
+                self.begin(now, out);
+            }
+            (State::Backoff, Event::Timer) if self.wake.is_some_and(|w| now >= w) => {
+                self.wake = None;
+                self.run(now, self.pending, out);
+            }
+            (State::Describe, Event::Described(r)) => match r {
+                Ok(arn) => {
+                    self.channel_arn = Some(arn);
+                    self.run(now, Step::GetEndpoint, out);
+                }
+                Err(f) => self.on_failure(now, Step::Describe, f, out),
+            },
+            (State::GetEndpoint, Event::GotEndpoints(r)) => match r {
+                Ok(e) => {
+                    self.endpoints = Some((e, now));
+                    self.run(now, Step::GetIceConfig, out);
+                }
+                Err(f) => self.on_failure(now, Step::GetEndpoint, f, out),
+            },
+            (State::GetIceConfig, Event::GotIceConfig(r)) => match r {
+                Ok(()) => self.run(now, Step::Connect, out),
+                Err(Failure::NotFound) => {
+                    self.on_failure(now, Step::GetIceConfig, Failure::NotFound, out)
+                }
+                Err(f @ Failure::ClockSkew { .. }) if self.skew_changed(f) => {
+                    self.on_failure(now, Step::GetIceConfig, f, out)
+                }
+                // Connect anyway: STUN and host candidates still work, and the background
+                // refresher keeps trying for TURN. Staying offline for want of relays is worse.
+                Err(_) => self.run(now, Step::Connect, out),
+            },
+            (State::Connecting, Event::SocketOpened) => {
+                self.state = State::Connected;
+                self.connected_at = Some(now);
+                self.last_sent = now;
+                self.pong_seen = false;
+                self.ping_outstanding = None;
+                self.backoff.on_healthy(now);
+            }
+            (State::Connecting, Event::ConnectFailed(f)) => {
+                self.on_failure(now, Step::Connect, f, out)
+            }
+            (State::Connecting, Event::SocketClosed { .. } | Event::SocketError) => {
+                self.on_failure(now, Step::Connect, Failure::Other, out)
+            }
+            (State::Connected, ev) => self.on_connected(now, ev, out),
+            // Late results for calls we no longer wait for, timers that are not due, etc.
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, now: Instant, event: Event, out: &mut Vec<Action>) {
+        match event {
+            Event::FrameSent => self.last_sent = now,
+            Event::FrameReceived => {
+                // Any traffic proves the socket alive.
+                self.ping_outstanding = None;
+            }
+            Event::PongReceived => {
+                self.pong_seen = true;
+                self.ping_outstanding = None;
+            }
+            Event::GoAway => {
+                // The service is draining this host: re-discover at once (C SDK: → DESCRIBE).
+                self.disconnect(now, Cause::GoAway, out);
+                self.channel_arn = None;
+                self.endpoints = None;
+                self.run(now, Step::Describe, out);
+            }
+            Event::ReconnectIceServer => {
+                self.disconnect(now, Cause::ReconnectIceServer, out);
+                self.run(now, Step::GetIceConfig, out);
+            }
+            Event::SocketClosed { .. } => {
+                self.lost(now, Cause::SocketClosed);
+                self.retry_later(now, Step::Connect, out);
+            }
+            Event::SocketError => {
+                self.lost(now, Cause::SocketError);
+                self.retry_later(now, Step::Connect, out);
+            }
+            Event::Timer => {
+                let Some(at) = self.connected_at else { return };
+                if now >= at + self.cfg.max_connection_age {
+                    // Planned: the old connection was healthy, so no backoff.
+                    self.disconnect(now, Cause::MaxAge, out);
+                    self.run(now, Step::Connect, out);
+                    return;
+                }
+                if self.pong_seen
+                    && self
+                        .ping_outstanding
+                        .is_some_and(|p| now >= p + self.cfg.pong_timeout)
+                {
+                    self.disconnect(now, Cause::PongTimeout, out);
+                    self.retry_later(now, Step::Connect, out);
+                    return;
+                }
+                if now >= self.last_sent + self.cfg.ping_idle {
+                    out.push(Action::SendPing);
+                    self.last_sent = now;
+                    self.ping_outstanding.get_or_insert(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// We close the socket ourselves.
+    fn disconnect(&mut self, now: Instant, cause: Cause, out: &mut Vec<Action>) {
+        out.push(Action::CloseSocket { cause });
+        self.lost(now, cause);
+    }
+
+    /// The socket is gone (closed by either side).
+    fn lost(&mut self, now: Instant, cause: Cause) {
+        self.backoff.on_unhealthy(now);
+        self.connected_at = None;
+        self.ping_outstanding = None;
+        self.next_cause = cause;
+    }
+
+    /// Start (or restart) the chain from whatever is not cached.
+    fn begin(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let step = if self.channel_arn.is_none() {
+            Step::Describe
+        } else if self.endpoints.is_none() {
+            Step::GetEndpoint
+        } else {
+            Step::Connect
+        };
+        self.run(now, step, out);
+    }
+
+    fn run(&mut self, now: Instant, step: Step, out: &mut Vec<Action>) {
+        // Fill in whatever an earlier invalidation removed.
+        let step = match (step, &self.channel_arn, &self.endpoints) {
+            (_, None, _) => Step::Describe,
+            (Step::GetIceConfig | Step::Connect, Some(_), None) => Step::GetEndpoint,
+            (Step::Connect, Some(_), Some((_, at)))
+                if now.saturating_duration_since(*at) >= self.cfg.endpoint_cache_ttl =>
+            {
+                Step::GetEndpoint
+            }
+            _ => step,
+        };
+        let arn = self.channel_arn.clone().unwrap_or_default();
+        match step {
+            Step::Describe => {
+                self.state = State::Describe;
+                out.push(Action::CallDescribe);
+            }
+            Step::GetEndpoint => {
+                self.state = State::GetEndpoint;
+                out.push(Action::CallGetEndpoint { channel_arn: arn });
+            }
+            Step::GetIceConfig => {
+                let https = self
+                    .endpoints
+                    .as_ref()
+                    .map(|(e, _)| e.https.clone())
+                    .unwrap_or_default();
+                self.state = State::GetIceConfig;
+                out.push(Action::CallGetIceConfig {
+                    channel_arn: arn,
+                    https_endpoint: https,
+                });
+            }
+            Step::Connect => {
+                let earliest = self.connect_cap.earliest(now);
+                if earliest > now {
+                    self.state = State::Backoff;
+                    self.pending = Step::Connect;
+                    self.wake = Some(earliest);
+                    return;
+                }
+                self.connect_cap.record(now);
+                let wss = self
+                    .endpoints
+                    .as_ref()
+                    .map(|(e, _)| e.wss.clone())
+                    .unwrap_or_default();
+                self.state = State::Connecting;
+                out.push(Action::Connect {
+                    wss_endpoint: wss,
+                    channel_arn: arn,
+                    clock_offset_ms: self.clock_offset_ms,
+                    cause: self.next_cause,
+                });
+            }
+        }
+    }
+
+    fn retry_later(&mut self, now: Instant, step: Step, out: &mut Vec<Action>) {
+        let delay = self.backoff.next_delay(now);
+        if delay.is_zero() {
+            self.run(now, step, out);
+        } else {
+            self.state = State::Backoff;
+            self.pending = step;
+            self.wake = Some(now + delay);
+        }
+    }
+
+    fn skew_changed(&self, f: Failure) -> bool {
+        match f {
+            Failure::ClockSkew {
+                server_date,
+                local_date,
+            } => {
+                (offset_ms(server_date, local_date) - self.clock_offset_ms).abs()
+                    >= SKEW_RETRY_THRESHOLD_MS
+            }
+            _ => false,
+        }
+    }
+
+    fn on_failure(&mut self, now: Instant, step: Step, f: Failure, out: &mut Vec<Action>) {
+        match f {
+            Failure::ClockSkew {
+                server_date,
+                local_date,
+            } => {
+                if self.skew_changed(f) {
+                    self.clock_offset_ms = offset_ms(server_date, local_date);
+                    self.run(now, step, out);
+                } else {
+                    self.retry_later(now, step, out);
+                }
+            }
+            Failure::NotFound => {
+                // The channel may have been deleted and re-created under a new ARN.
+                self.channel_arn = None;
+                self.endpoints = None;
+                self.retry_later(now, Step::Describe, out);
+            }
+            Failure::BadRequest | Failure::Server | Failure::Timeout if step == Step::Connect => {
+                // The WSS host may be gone; ask for endpoints again.
+                self.endpoints = None;
+                self.retry_later(now, Step::GetEndpoint, out);
+            }
+            _ => self.retry_later(now, step, out),
+        }
+    }
+}
+
+/// `server − local` in milliseconds, signed.
+pub fn offset_ms(server: SystemTime, local: SystemTime) -> i64 {
+    match server.duration_since(local) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signaling::kvs::backoff::fixed_jitter;
+
+    const ARN: &str = "arn:aws:kinesisvideo:eu-west-1:123456789012:channel/cam/1700000000000";
+
+    fn eps() -> Endpoints {
+        Endpoints {
+            wss: "wss://m-1.example".into(),
+            https: "https://r-1.example".into(),
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// A machine with test-sized limits, driven to Connected.
+    struct Rig {
+        m: Machine,
+        now: Instant,
+    }
+
+    impl Rig {
+        fn new(jitter: f64) -> Self {
+            let now = Instant::now();
+            let cfg = MachineConfig {
+                max_connection_age: secs(600),
+                ..MachineConfig::default()
+            };
+            Rig {
+                m: Machine::new(cfg, fixed_jitter(jitter), now),
+                now,
+            }
+        }
+
+        fn ev(&mut self, e: Event) -> Vec<Action> {
+            self.m.handle(self.now, e)
+        }
+
+        fn advance(&mut self, d: Duration) {
+            self.now += d;
+        }
+
+        /// Advance to the machine's deadline and fire the timer.
+        fn fire(&mut self) -> Vec<Action> {
+            let d = self.m.deadline().expect("no deadline");
+            assert!(d >= self.now, "deadline in the past");
+            self.now = d;
+            self.ev(Event::Timer)
+        }
+
+        fn connect(&mut self) {
+            assert_eq!(self.ev(Event::Start), vec![Action::CallDescribe]);
+            assert_eq!(
+                self.ev(Event::Described(Ok(ARN.into()))),
+                vec![Action::CallGetEndpoint {
+                    channel_arn: ARN.into()
+                }]
+            );
+            assert_eq!(
+                self.ev(Event::GotEndpoints(Ok(eps()))),
+                vec![Action::CallGetIceConfig {
+                    channel_arn: ARN.into(),
+                    https_endpoint: "https://r-1.example".into()
+                }]
+            );
+            let a = self.ev(Event::GotIceConfig(Ok(())));
+            assert!(
+                matches!(
+                    &a[..],
+                    [Action::Connect {
+                        cause: Cause::Initial,
+                        ..
+                    }]
+                ),
+                "{a:?}"
+            );
+            assert!(self.ev(Event::SocketOpened).is_empty());
+            assert_eq!(self.m.state(), State::Connected);
+        }
+    }
+
+    fn is_connect(a: &[Action]) -> bool {
+        matches!(a, [.., Action::Connect { .. }])
+    }
+
+    #[test]
+    fn happy_path_connects_with_full_chain() {
+        let mut r = Rig::new(0.5);
+        r.connect();
+        assert_eq!(r.m.channel_arn(), Some(ARN));
+        assert_eq!(r.m.endpoints(), Some(&eps()));
+    }
+
+    #[test]
+    fn pings_when_idle_25s_so_never_30s_silent() {
+        let mut r = Rig::new(0.5);
+        r.connect();
+        let start = r.now;
+        let mut last_write = start;
+        let mut max_gap = Duration::ZERO;
+        // Ten minutes of nothing but timers.
+        while r.now + secs(25) < start + secs(600) {
+            let a = r.fire();
+            if a.contains(&Action::SendPing) {
+                max_gap = max_gap.max(r.now - last_write);
+                last_write = r.now;
+                r.ev(Event::FrameSent);
+            }
+        }
+        assert_eq!(max_gap, secs(25));
+        // Outgoing messages postpone the ping.
+        let mut r = Rig::new(0.5);
+        r.connect();
+        r.advance(secs(20));
+        r.ev(Event::FrameSent);
+        assert_eq!(r.m.deadline(), Some(r.now + secs(25)));
+        r.advance(secs(24));
+        assert!(r.ev(Event::Timer).is_empty());
+    }
+
+    #[test]
+    fn planned_reconnect_before_max_age_without_backoff() {
+        let mut r = Rig::new(0.999);
+        r.connect();
+        let opened = r.now;
+        let mut closed = None;
+        for _ in 0..100 {
+            let a = r.fire();
+            if a.contains(&Action::CloseSocket {
+                cause: Cause::MaxAge,
+            }) {
+                // Reconnects at once to the cached endpoint (no Describe/GetEndpoint).
+                assert!(
+                    matches!(&a[..], [_, Action::Connect { cause: Cause::MaxAge, wss_endpoint, .. }] if wss_endpoint == "wss://m-1.example"),
+                    "{a:?}"
+                );
+                closed = Some(r.now);
+                break;
+            }
+        }
+        assert_eq!(closed, Some(opened + secs(600)));
+    }
+
+    #[test]
+    fn socket_close_reconnects_with_backoff_to_cached_endpoint() {
+        let mut r = Rig::new(0.999);
+        r.connect();
+        r.advance(secs(5));
+        assert!(r.ev(Event::SocketClosed { code: Some(1001) }).is_empty());
+        assert_eq!(r.m.state(), State::Backoff);
+        let wake = r.m.deadline().unwrap();
+        assert!(wake > r.now && wake <= r.now + Duration::from_millis(100));
+        let a = r.fire();
+        assert_eq!(
+            a,
+            vec![Action::Connect {
+                wss_endpoint: "wss://m-1.example".into(),
+                channel_arn: ARN.into(),
+                clock_offset_ms: 0,
+                cause: Cause::SocketClosed
+            }]
+        );
+        // Repeated handshake failures grow the delay up to the 10 s cap.
+        let mut delays = Vec::new();
+        for _ in 0..9 {
+            assert!(r.ev(Event::ConnectFailed(Failure::Denied)).is_empty());
+            delays.push(r.m.deadline().unwrap() - r.now);
+            let a = r.fire();
+            // The cause stays the original one until a connection succeeds.
+            assert!(
+                matches!(
+                    &a[..],
+                    [Action::Connect {
+                        cause: Cause::SocketClosed,
+                        ..
+                    }]
+                ),
+                "{a:?}"
+            );
+        }
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]));
+        assert!(*delays.last().unwrap() <= secs(10));
+        assert!(*delays.last().unwrap() > secs(9));
+    }
+
+    #[test]
+    fn never_more_than_three_connects_per_second_even_with_zero_backoff() {
+        let mut r = Rig::new(0.0);
+        r.connect();
+        let a = r.ev(Event::SocketError);
+        assert!(is_connect(&a), "{a:?}");
+        let mut connects = vec![r.now];
+        for _ in 0..20 {
+            let mut a = r.ev(Event::ConnectFailed(Failure::Other));
+            if a.is_empty() {
+                // Zero jitter but rate-capped: wait for the cap.
+                a = r.fire();
+            }
+            assert!(is_connect(&a), "{a:?}");
+            connects.push(r.now);
+        }
+        for (i, t) in connects.iter().enumerate() {
+            let n = connects[i..]
+                .iter()
+                .filter(|u| u.duration_since(*t) < secs(1))
+                .count();
+            assert!(n <= 3, "{n} connects within 1 s starting at #{i}");
+        }
+    }
+
+    #[test]
+    fn go_away_rediscovers_immediately() {
+        let mut r = Rig::new(0.999);
+        r.connect();
+        let a = r.ev(Event::GoAway);
+        assert_eq!(
+            a,
+            vec![
+                Action::CloseSocket {
+                    cause: Cause::GoAway
+                },
+                Action::CallDescribe
+            ]
+        );
+        r.ev(Event::Described(Ok(ARN.into())));
+        r.ev(Event::GotEndpoints(Ok(eps())));
+        let a = r.ev(Event::GotIceConfig(Ok(())));
+        assert!(
+            matches!(
+                &a[..],
+                [Action::Connect {
+                    cause: Cause::GoAway,
+                    ..
+                }]
+            ),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn reconnect_ice_server_refetches_ice_then_connects() {
+        let mut r = Rig::new(0.999);
+        r.connect();
+        let a = r.ev(Event::ReconnectIceServer);
+        assert_eq!(
+            a,
+            vec![
+                Action::CloseSocket {
+                    cause: Cause::ReconnectIceServer
+                },
+                Action::CallGetIceConfig {
+                    channel_arn: ARN.into(),
+                    https_endpoint: "https://r-1.example".into()
+                }
+            ]
+        );
+        let a = r.ev(Event::GotIceConfig(Ok(())));
+        assert!(matches!(
+            &a[..],
+            [Action::Connect {
+                cause: Cause::ReconnectIceServer,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn signature_expired_applies_date_offset_and_retries_at_once() {
+        let mut r = Rig::new(0.999);
+        assert_eq!(r.ev(Event::Start), vec![Action::CallDescribe]);
+        let local = SystemTime::UNIX_EPOCH + secs(1_700_000_000);
+        let server = local + secs(3600);
+        let skew = Failure::ClockSkew {
+            server_date: server,
+            local_date: local,
+        };
+        // Describe fails with skew → Describe again immediately.
+        assert_eq!(
+            r.ev(Event::Described(Err(skew))),
+            vec![Action::CallDescribe]
+        );
+        assert_eq!(r.m.clock_offset_ms(), 3_600_000);
+        // The same skew again: the offset did not change, so no hot loop — back off.
+        assert!(r.ev(Event::Described(Err(skew))).is_empty());
+        assert_eq!(r.m.state(), State::Backoff);
+        assert_eq!(r.fire(), vec![Action::CallDescribe]);
+        r.ev(Event::Described(Ok(ARN.into())));
+        r.ev(Event::GotEndpoints(Ok(eps())));
+        let a = r.ev(Event::GotIceConfig(Ok(())));
+        assert!(
+            matches!(
+                &a[..],
+                [Action::Connect {
+                    clock_offset_ms: 3_600_000,
+                    ..
+                }]
+            ),
+            "{a:?}"
+        );
+        // A clock behind the server the other way round on the handshake.
+        let behind = Failure::ClockSkew {
+            server_date: local - secs(600),
+            local_date: local,
+        };
+        let a = r.ev(Event::ConnectFailed(behind));
+        assert!(
+            matches!(
+                &a[..],
+                [Action::Connect {
+                    clock_offset_ms: -600_000,
+                    ..
+                }]
+            ),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn not_found_redescribes_and_uses_new_arn() {
+        let mut r = Rig::new(0.999);
+        r.connect();
+        r.ev(Event::SocketClosed { code: None });
+        r.fire();
+        assert!(r.ev(Event::ConnectFailed(Failure::NotFound)).is_empty());
+        assert_eq!(r.fire(), vec![Action::CallDescribe]);
+        let new_arn = "arn:aws:kinesisvideo:eu-west-1:123456789012:channel/cam/1800000000000";
+        assert_eq!(
+            r.ev(Event::Described(Ok(new_arn.into()))),
+            vec![Action::CallGetEndpoint {
+                channel_arn: new_arn.into()
+            }]
+        );
+    }
+
+    #[test]
+    fn server_errors_on_handshake_refetch_endpoints_but_not_describe() {
+        let mut r = Rig::new(0.999);
+        r.connect();
+        r.ev(Event::SocketError);
+        r.fire();
+        r.ev(Event::ConnectFailed(Failure::Server));
+        assert_eq!(
+            r.fire(),
+            vec![Action::CallGetEndpoint {
+                channel_arn: ARN.into()
+            }]
+        );
+    }
+
+    #[test]
+    fn api_failures_back_off_and_retry_same_step() {
+        let mut r = Rig::new(0.999);
+        r.ev(Event::Start);
+        for f in [
+            Failure::Throttled,
+            Failure::Timeout,
+            Failure::Server,
+            Failure::Denied,
+        ] {
+            assert!(r.ev(Event::Described(Err(f))).is_empty());
+            assert_eq!(r.fire(), vec![Action::CallDescribe]);
+        }
+        r.ev(Event::Described(Ok(ARN.into())));
+        assert!(
+            r.ev(Event::GotEndpoints(Err(Failure::Throttled)))
+                .is_empty()
+        );
+        assert_eq!(
+            r.fire(),
+            vec![Action::CallGetEndpoint {
+                channel_arn: ARN.into()
+            }]
+        );
+    }
+
+    #[test]
+    fn ice_config_failure_does_not_keep_the_master_offline() {
+        let mut r = Rig::new(0.999);
+        r.ev(Event::Start);
+        r.ev(Event::Described(Ok(ARN.into())));
+        r.ev(Event::GotEndpoints(Ok(eps())));
+        let a = r.ev(Event::GotIceConfig(Err(Failure::Throttled)));
+        assert!(is_connect(&a));
+    }
+
+    #[test]
+    fn endpoint_cache_expires() {
+        let mut r = Rig::new(0.999);
+        r.m.cfg.max_connection_age = secs(11 * 3600);
+        r.connect();
+        r.advance(secs(10 * 3600));
+        r.ev(Event::SocketClosed { code: None });
+        assert_eq!(
+            r.fire(),
+            vec![Action::CallGetEndpoint {
+                channel_arn: ARN.into()
+            }]
+        );
+    }
+
+    #[test]
+    fn pong_timeout_only_after_service_has_ponged() {
+        let mut r = Rig::new(0.999);
+        r.connect();
+        // A service that never pongs: pings go on forever, no disconnect.
+        for _ in 0..10 {
+            let a = r.fire();
+            assert!(!a.iter().any(|a| matches!(a, Action::CloseSocket { .. })));
+        }
+        r.ev(Event::PongReceived);
+        // Next ping is not answered: the socket is declared dead 20 s later.
+        let mut closed = false;
+        for _ in 0..5 {
+            let a = r.fire();
+            if a.contains(&Action::CloseSocket {
+                cause: Cause::PongTimeout,
+            }) {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed);
+    }
+
+    #[test]
+    fn healthy_connection_resets_backoff() {
+        let mut r = Rig::new(0.999);
+        r.connect();
+        for _ in 0..6 {
+            r.ev(Event::SocketError);
+            r.fire();
+            r.ev(Event::SocketOpened);
+        }
+        r.ev(Event::SocketError);
+        assert!(r.m.deadline().unwrap() - r.now > secs(3));
+        r.fire();
+        r.ev(Event::SocketOpened);
+        r.advance(secs(91));
+        r.ev(Event::SocketClosed { code: Some(1006) });
+        assert!(r.m.deadline().unwrap() - r.now <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn stale_and_stopped_events_are_ignored() {
+        let mut r = Rig::new(0.5);
+        r.connect();
+        assert!(r.ev(Event::Described(Ok("x".into()))).is_empty());
+        assert!(r.ev(Event::GotEndpoints(Ok(eps()))).is_empty());
+        assert_eq!(
+            r.ev(Event::Stop),
+            vec![Action::CloseSocket {
+                cause: Cause::Initial
+            }]
+        );
+        assert!(r.ev(Event::Start).is_empty());
+        assert!(r.ev(Event::Timer).is_empty());
+        assert_eq!(r.m.deadline(), None);
+    }
+
+    #[test]
+    fn offset_sign() {
+        let t = SystemTime::UNIX_EPOCH + secs(100);
+        assert_eq!(offset_ms(t + secs(2), t), 2000);
+        assert_eq!(offset_ms(t, t + secs(2)), -2000);
+    }
+}
