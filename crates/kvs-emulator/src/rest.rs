@@ -1,0 +1,400 @@
+//! The REST operations: control plane (`/describeSignalingChannel`, ...) and the channel HTTPS
+//! API (`/v1/get-ice-server-config`, `/v1/send-alexa-offer-to-master`). Shapes follow the
+//! botocore models quoted in the reference (§1).
+
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::request::Parts;
+use http_body_util::Full;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::Api;
+use crate::hub::{AlexaRejection, ChannelInfo, valid_id};
+use crate::server::{Shared, error_response, json_response};
+use crate::sigv4::{RequestToVerify, verify_header_auth};
+
+type Resp = http::Response<Full<Bytes>>;
+
+const NOT_FOUND_MESSAGE: &str = "The requested channel is not found or not active.";
+
+fn bad_request(shared: &Shared, message: &str) -> Resp {
+    error_response(
+        shared,
+        StatusCode::BAD_REQUEST,
+        "InvalidArgumentException",
+        message,
+    )
+}
+
+fn not_found(shared: &Shared) -> Resp {
+    error_response(
+        shared,
+        StatusCode::NOT_FOUND,
+        "ResourceNotFoundException",
+        NOT_FOUND_MESSAGE,
+    )
+}
+
+fn str_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
+    body.get(name).and_then(Value::as_str)
+}
+
+pub(crate) async fn dispatch(shared: &Shared, parts: Parts, body: Bytes) -> Resp {
+    let api = match (parts.method.as_str(), parts.uri.path()) {
+        ("POST", "/describeSignalingChannel") => Api::DescribeSignalingChannel,
+        ("POST", "/createSignalingChannel") => Api::CreateSignalingChannel,
+        ("POST", "/getSignalingChannelEndpoint") => Api::GetSignalingChannelEndpoint,
+        ("POST", "/deleteSignalingChannel") => Api::DeleteSignalingChannel,
+        ("POST", "/v1/get-ice-server-config") => Api::GetIceServerConfig,
+        ("POST", "/v1/send-alexa-offer-to-master") => Api::SendAlexaOfferToMaster,
+        _ => {
+            return error_response(
+                shared,
+                StatusCode::NOT_FOUND,
+                "UnknownOperationException",
+                "Unknown operation",
+            );
+        }
+    };
+    if shared.cfg.verify_signatures {
+        let req = RequestToVerify {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            raw_query: parts.uri.query(),
+            headers: &parts.headers,
+            body: &body,
+        };
+        if let Err(e) = verify_header_auth(&req, &shared.cfg, &shared.cfg.region, shared.now()) {
+            shared.with(|st| st.global.rejected_signatures += 1);
+            return error_response(
+                shared,
+                StatusCode::FORBIDDEN,
+                e.error_type(),
+                &e.to_string(),
+            );
+        }
+    }
+    shared.with(|st| st.global.rest_requests += 1);
+    if let Some(f) = shared.with(|st| st.take_failure(api)) {
+        let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error_response(shared, status, &f.error_type, &f.message);
+    }
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return error_response(
+                shared,
+                StatusCode::BAD_REQUEST,
+                "SerializationException",
+                "Request body is not a JSON object",
+            );
+        }
+    };
+    match api {
+        Api::DescribeSignalingChannel => describe(shared, &body),
+        Api::CreateSignalingChannel => create(shared, &body),
+        Api::GetSignalingChannelEndpoint => get_endpoint(shared, &body),
+        Api::DeleteSignalingChannel => delete(shared, &body),
+        Api::GetIceServerConfig => ice_config(shared, &body),
+        Api::SendAlexaOfferToMaster => alexa_offer(shared, &body).await,
+        Api::ConnectAsMaster | Api::ConnectAsViewer => not_found(shared),
+    }
+}
+
+fn channel_json(info: &ChannelInfo) -> Value {
+    json!({
+        "ChannelName": info.name,
+        "ChannelARN": info.arn,
+        "ChannelType": "SINGLE_MASTER",
+        "ChannelStatus": "ACTIVE",
+        "CreationTime": info.creation_time_ms as f64 / 1000.0,
+        "SingleMasterConfiguration": {
+            "MessageTtlSeconds": info.message_ttl.as_secs().max(1)
+        },
+        "Version": info.version,
+    })
+}
+
+fn lookup_by_arn(shared: &Shared, body: &Value) -> Result<ChannelInfo, Resp> {
+    let Some(arn) = str_field(body, "ChannelARN") else {
+        return Err(bad_request(shared, "ChannelARN is required"));
+    };
+    shared
+        .with(|st| st.hub.info(arn).cloned())
+        .ok_or_else(|| not_found(shared))
+}
+
+fn describe(shared: &Shared, body: &Value) -> Resp {
+    let info = match (
+        str_field(body, "ChannelName"),
+        str_field(body, "ChannelARN"),
+    ) {
+        (Some(name), None) => {
+            shared.with(|st| st.hub.arn_of(name).and_then(|a| st.hub.info(a)).cloned())
+        }
+        (None, Some(arn)) => shared.with(|st| st.hub.info(arn).cloned()),
+        _ => {
+            return bad_request(
+                shared,
+                "Exactly one of ChannelName or ChannelARN is required",
+            );
+        }
+    };
+    match info {
+        Some(info) => json_response(
+            shared,
+            StatusCode::OK,
+            json!({"ChannelInfo": channel_json(&info)}).to_string(),
+        ),
+        None => not_found(shared),
+    }
+}
+
+fn create(shared: &Shared, body: &Value) -> Resp {
+    let Some(name) = str_field(body, "ChannelName").filter(|n| valid_id(n)) else {
+        return bad_request(shared, "ChannelName must match [a-zA-Z0-9_.-]{1,256}");
+    };
+    if let Some(t) = body.get("ChannelType")
+        && t != "SINGLE_MASTER"
+    {
+        return bad_request(shared, "ChannelType must be SINGLE_MASTER");
+    }
+    let ttl = match body.pointer("/SingleMasterConfiguration/MessageTtlSeconds") {
+        None => None,
+        Some(v) => match v.as_u64().filter(|t| (5..=120).contains(t)) {
+            Some(t) => Some(Duration::from_secs(t)),
+            None => return bad_request(shared, "MessageTtlSeconds must be between 5 and 120"),
+        },
+    };
+    let now_ms = wall_ms(shared);
+    match shared.with(|st| st.hub.create_channel(name, ttl, now_ms)) {
+        Some(info) => json_response(
+            shared,
+            StatusCode::OK,
+            json!({"ChannelARN": info.arn}).to_string(),
+        ),
+        None => error_response(
+            shared,
+            StatusCode::BAD_REQUEST,
+            "ResourceInUseException",
+            &format!("The signaling channel {name} already exists"),
+        ),
+    }
+}
+
+pub(crate) fn wall_ms(shared: &Shared) -> u64 {
+    shared
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn get_endpoint(shared: &Shared, body: &Value) -> Resp {
+    if let Err(resp) = lookup_by_arn(shared, body) {
+        return resp;
+    }
+    let config = body.get("SingleMasterChannelEndpointConfiguration");
+    let role = config
+        .and_then(|c| str_field(c, "Role"))
+        .unwrap_or("MASTER");
+    if role != "MASTER" && role != "VIEWER" {
+        return bad_request(shared, "Role must be MASTER or VIEWER");
+    }
+    let protocols: Vec<&str> = match config.and_then(|c| c.get("Protocols")) {
+        None => vec!["WSS", "HTTPS"],
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        Some(_) => return bad_request(shared, "Protocols must be a list"),
+    };
+    if protocols.is_empty() || protocols.len() > 5 {
+        return bad_request(shared, "Protocols must list 1 to 5 entries");
+    }
+    let mut endpoints = Vec::new();
+    for p in protocols {
+        let endpoint = match p {
+            "WSS" | "WEBRTC" => shared.ws_endpoint(),
+            "HTTPS" => shared.http_endpoint(),
+            other => return bad_request(shared, &format!("Unknown protocol {other}")),
+        };
+        endpoints.push(json!({"Protocol": p, "ResourceEndpoint": endpoint}));
+    }
+    json_response(
+        shared,
+        StatusCode::OK,
+        json!({"ResourceEndpointList": endpoints}).to_string(),
+    )
+}
+
+fn delete(shared: &Shared, body: &Value) -> Resp {
+    let info = match lookup_by_arn(shared, body) {
+        Ok(info) => info,
+        Err(resp) => return resp,
+    };
+    if let Some(v) = str_field(body, "CurrentVersion")
+        && v != info.version
+    {
+        return error_response(
+            shared,
+            StatusCode::BAD_REQUEST,
+            "VersionMismatchException",
+            "The current version does not match the channel version",
+        );
+    }
+    shared.with(|st| {
+        if let Some(actions) = st.hub.delete_channel(&info.arn) {
+            st.apply(actions);
+        }
+    });
+    json_response(shared, StatusCode::OK, "{}".into())
+}
+
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn ice_config(shared: &Shared, body: &Value) -> Resp {
+    let info = match lookup_by_arn(shared, body) {
+        Ok(info) => info,
+        Err(resp) => return resp,
+    };
+    for field in ["ClientId", "Username"] {
+        if let Some(v) = body.get(field)
+            && !v.as_str().is_some_and(valid_id)
+        {
+            return bad_request(
+                shared,
+                &format!("{field} must match [a-zA-Z0-9_.-]{{1,256}}"),
+            );
+        }
+    }
+    if let Some(service) = body.get("Service")
+        && service != "TURN"
+    {
+        return bad_request(shared, "Service must be TURN");
+    }
+    shared.with(|st| {
+        if let Some(stats) = st.hub.stats_mut(&info.arn) {
+            stats.get_ice_server_config_calls += 1;
+        }
+    });
+    let ttl = shared.cfg.ice_ttl.as_secs();
+    let expiry = wall_ms(shared) / 1000 + ttl;
+    let servers: Vec<Value> = shared
+        .cfg
+        .turn_servers
+        .iter()
+        .map(|host| {
+            json!({
+                "Uris": [
+                    format!("turn:{host}?transport=udp"),
+                    format!("turns:{host}?transport=udp"),
+                    format!("turns:{host}?transport=tcp"),
+                ],
+                "Username": format!("{expiry}:{}", random_token(40)),
+                "Password": random_token(44),
+                "Ttl": ttl,
+            })
+        })
+        .collect();
+    json_response(
+        shared,
+        StatusCode::OK,
+        json!({"IceServerList": servers}).to_string(),
+    )
+}
+
+/// Removes the waiter when the HTTP call ends for any reason (answer, timeout, client gone).
+struct WaiterGuard<'a> {
+    shared: &'a Shared,
+    arn: String,
+    sender: String,
+    waiter: u64,
+    answered: bool,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        let answered = self.answered;
+        self.shared.with(|st| {
+            st.waiters.remove(&self.waiter);
+            if !answered {
+                st.hub.alexa_cancel(&self.arn, &self.sender, self.waiter);
+            }
+        });
+    }
+}
+
+async fn alexa_offer(shared: &Shared, body: &Value) -> Resp {
+    let info = match lookup_by_arn(shared, body) {
+        Ok(info) => info,
+        Err(resp) => return resp,
+    };
+    let (Some(sender), Some(payload)) = (
+        str_field(body, "SenderClientId"),
+        str_field(body, "MessagePayload"),
+    ) else {
+        return bad_request(shared, "SenderClientId and MessagePayload are required");
+    };
+    let waiter = shared.next_id();
+    let (tx, rx) = oneshot::channel();
+    let accepted = shared.with(|st| {
+        let result = st
+            .hub
+            .alexa_offer(&info.arn, sender, payload, waiter, Instant::now());
+        if let Ok(actions) = &result {
+            st.waiters.insert(waiter, tx);
+            st.apply(actions.clone());
+        }
+        result.map(|_| ())
+    });
+    match accepted {
+        Ok(()) => {}
+        Err(AlexaRejection::NotFound) => return not_found(shared),
+        Err(AlexaRejection::Invalid(m)) => return bad_request(shared, &m),
+        Err(AlexaRejection::Throttled) => {
+            return error_response(
+                shared,
+                StatusCode::BAD_REQUEST,
+                "ClientLimitExceededException",
+                "Rate exceeded for SendAlexaOfferToMaster",
+            );
+        }
+    }
+    let mut guard = WaiterGuard {
+        shared,
+        arn: info.arn.clone(),
+        sender: sender.to_owned(),
+        waiter,
+        answered: false,
+    };
+    match tokio::time::timeout(shared.cfg.alexa_answer_timeout, rx).await {
+        Ok(Ok(Some(answer))) => {
+            guard.answered = true;
+            json_response(
+                shared,
+                StatusCode::OK,
+                json!({"Answer": answer}).to_string(),
+            )
+        }
+        Ok(_) => error_response(
+            shared,
+            StatusCode::BAD_REQUEST,
+            "InvalidArgumentException",
+            "The offer was superseded or the channel was deleted",
+        ),
+        // The real service's behaviour is UNVERIFIED; this mimics an API Gateway integration
+        // timeout, which is what a Lambda would most plausibly see.
+        Err(_) => error_response(
+            shared,
+            StatusCode::GATEWAY_TIMEOUT,
+            "GatewayTimeoutException",
+            "Endpoint request timed out",
+        ),
+    }
+}
