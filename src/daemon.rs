@@ -40,6 +40,8 @@ pub enum SignalingMode {
 pub enum DaemonError {
     #[error("GStreamer could not be initialised: {0}")]
     Gstreamer(String),
+    #[error("packetizer: {0}")]
+    Packetizer(#[from] crate::rtp::PacketizeError),
     #[error("capture: {0}")]
     Capture(#[from] crate::media::MediaError),
     #[error("cannot listen on {addr} (http.listen): {source}")]
@@ -49,6 +51,8 @@ pub enum DaemonError {
     },
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("KVS signaling: {0}")]
+    Kvs(#[from] signaling::kvs::control::ControlError),
 }
 
 /// What the health endpoint reports, and systemd's status line.
@@ -152,7 +156,9 @@ pub async fn run(
 
     let feed = FrameFeed::new(opts.viewer_queue_frames);
     let packetizer_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let sink = packetizing_sink(feed.clone(), packetizer_errors.clone());
+    let packetizer = H264Packetizer::new(PacketizerConfig::default())
+?;
+    let sink = packetizing_sink(packetizer, feed.clone(), packetizer_errors.clone());
     let capture = Capture::start(opts.capture.clone(), sink)?;
     let capture = Arc::new(Mutex::new(Some(capture)));
 
@@ -194,7 +200,8 @@ pub async fn run(
             announce(&opts, bound, "local (WHEP)");
         }
         SignalingMode::Kvs(kvs) => {
-            kvs_task = Some(signaling::kvs::spawn_master((**kvs).clone(), sessions.clone()));
+            let handler = Arc::new(KvsViewers(sessions.clone()));
+            kvs_task = Some(signaling::kvs::KvsMaster::start((**kvs).clone(), handler).await?);
             announce(&opts, bound, "Amazon KVS master");
         }
     }
@@ -217,7 +224,7 @@ pub async fn run(
         w.abort();
     }
     if let Some(k) = kvs_task {
-        k.abort();
+        let _ = tokio::time::timeout(Duration::from_millis(500), k.stop()).await;
     }
     // Peers first (they say goodbye over DTLS), then the camera, then HTTP.
     let _ = tokio::time::timeout(Duration::from_millis(1200), sessions.shutdown()).await;
@@ -240,8 +247,12 @@ pub async fn run(
 
 /// The capture's sink: packetize each access unit once and publish it to every viewer.
 /// Runs on GStreamer's streaming thread.
-fn packetizing_sink(feed: FrameFeed, errors: Arc<std::sync::atomic::AtomicU64>) -> FrameSink {
-    let packetizer = Mutex::new(H264Packetizer::new(PacketizerConfig::default()));
+fn packetizing_sink(
+    packetizer: H264Packetizer,
+    feed: FrameFeed,
+    errors: Arc<std::sync::atomic::AtomicU64>,
+) -> FrameSink {
+    let packetizer = Mutex::new(packetizer);
     Arc::new(move |au: AccessUnit| {
         let mut frame = Frame::new();
         let result = packetizer
@@ -342,4 +353,156 @@ fn spawn_watchdog(rt: Runtime) -> Option<tokio::task::JoinHandle<()>> {
             notify_systemd(&[sd_notify::NotifyState::Status(&status)]);
         }
     }))
+}
+
+/// KVS viewers are ordinary sessions: the signaling client hands offers to the same manager
+/// that serves WHEP, so both paths share admission, fan-out and cleanup.
+struct KvsViewers(Arc<SessionManager>);
+
+#[async_trait::async_trait]
+impl signaling::kvs::OfferHandler for KvsViewers {
+    async fn offer(
+        &self,
+        client_id: &str,
+        offer_sdp: &str,
+        ice_servers: Vec<signaling::kvs::IceServer>,
+        candidates: Option<tokio::sync::mpsc::Sender<String>>,
+    ) -> Result<String, String> {
+        let ice_servers = ice_servers
+            .into_iter()
+            .map(|s| crate::session::IceServer {
+                urls: s.urls,
+                username: s.username,
+                credential: s.credential,
+            })
+            .collect();
+        self.0
+            .offer(crate::session::OfferRequest {
+                viewer: Some(client_id.to_owned()),
+                sdp: offer_sdp.to_owned(),
+                ice_servers,
+                trickle: candidates,
+            })
+            .await
+            .map(|a| a.sdp)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn remote_candidate(&self, client_id: &str, candidate_json: &str) {
+        let Some(id) = self.0.session_of(client_id) else {
+            tracing::debug!(viewer = client_id, "candidate for a viewer with no session; dropped");
+            return;
+        };
+        match serde_json::from_str::<webrtc::peer_connection::RTCIceCandidateInit>(candidate_json) {
+            Ok(c) if c.candidate.is_empty() => {}
+            Ok(c) => {
+                if let Err(e) = self.0.add_remote_candidate(&id, c).await {
+                    tracing::info!(viewer = client_id, "remote candidate refused: {e}");
+                }
+            }
+            Err(e) => tracing::info!(viewer = client_id, "malformed remote candidate: {e}"),
+        }
+    }
+}
+
+impl DaemonOptions {
+    /// Maps validated settings onto what each part of the daemon takes.
+    pub fn from_settings(s: &crate::config::Settings) -> DaemonOptions {
+        use crate::config::{InputFormat, RtspTransport, SourceKind};
+        use crate::media::{EncoderSpec, SourceSpec, V4l2Format};
+
+        let source = match s.source.kind {
+            SourceKind::Test => SourceSpec::Test {
+                pattern: s.source.pattern.clone(),
+            },
+            SourceKind::V4l2 => SourceSpec::V4l2 {
+                device: s.source.device.display().to_string(),
+                format: match s.source.format {
+                    InputFormat::Auto => V4l2Format::Auto,
+                    InputFormat::Raw => V4l2Format::Raw,
+                    InputFormat::Mjpeg => V4l2Format::Mjpeg,
+                    InputFormat::H264 => V4l2Format::H264,
+                },
+            },
+            SourceKind::Rtsp => SourceSpec::Rtsp {
+                url: s.source.url.clone().unwrap_or_default(),
+                transport: match s.source.transport {
+                    RtspTransport::Tcp => crate::media::RtspTransport::Tcp,
+                    RtspTransport::Udp => crate::media::RtspTransport::Udp,
+                },
+                username: s.source.username.clone(),
+                password: s.source.password.clone(),
+                latency_ms: s.source.latency_ms,
+            },
+            SourceKind::File => SourceSpec::File {
+                path: s.source.path.clone().unwrap_or_default(),
+                looping: s.source.looping,
+            },
+        };
+        let capture = CaptureOptions {
+            source,
+            width: s.source.width,
+            height: s.source.height,
+            framerate: s.source.framerate,
+            encoder: EncoderSpec {
+                name: s.encoder.name.clone(),
+                bitrate_kbps: s.encoder.bitrate_kbps,
+                keyframe_interval_s: s.encoder.keyframe_interval_s,
+            },
+            stall_timeout: Duration::from_secs(u64::from(s.source.stall_timeout_s)),
+            ..CaptureOptions::default()
+        };
+        let w = &s.webrtc;
+        let gather_timeout = Duration::from_millis(u64::from(w.gather_timeout_ms));
+        let sessions = SessionOptions {
+            max_viewers: w.max_viewers,
+            network: crate::session::NetworkOptions {
+                host_addresses: w.host_addresses.clone(),
+                nat_1to1_ips: w.nat_1to1_ips.iter().map(|ip| ip.to_string()).collect(),
+                stun_urls: w.stun_urls.clone(),
+                ice_disconnected_timeout: Duration::from_secs(5),
+                ice_failed_timeout: Duration::from_secs(10),
+            },
+            udp_port_range: (w.udp_port_min != 0 || w.udp_port_max != 0)
+                .then_some((w.udp_port_min, w.udp_port_max)),
+            gather_timeout,
+            connect_timeout: Duration::from_secs(30),
+        };
+        let signaling = match s.signaling.mode {
+            crate::config::SignalingMode::Local => SignalingMode::Local,
+            crate::config::SignalingMode::Kvs => {
+                let k = &s.kvs;
+                let iot = match (&k.iot.endpoint, &k.iot.cert, &k.iot.key, &k.iot.role_alias, &k.iot.thing_name) {
+                    (Some(endpoint), Some(cert), Some(key), Some(role_alias), Some(thing_name)) => {
+                        Some(signaling::kvs::IotOptions {
+                            endpoint: endpoint.clone(),
+                            cert: cert.clone(),
+                            key: key.clone(),
+                            ca: k.iot.ca.clone(),
+                            role_alias: role_alias.clone(),
+                            thing_name: thing_name.clone(),
+                        })
+                    }
+                    _ => None,
+                };
+                SignalingMode::Kvs(Box::new(signaling::kvs::KvsOptions {
+                    region: k.region.clone(),
+                    channel_name: k.channel_name.clone(),
+                    channel_arn: k.channel_arn.clone(),
+                    endpoint_url: k.endpoint_url.clone(),
+                    create_channel: k.create_channel,
+                    iot,
+                    gather_timeout,
+                    ..Default::default()
+                }))
+            }
+        };
+        DaemonOptions {
+            capture,
+            sessions,
+            listen: s.http.listen,
+            viewer_queue_frames: w.viewer_queue_frames,
+            signaling,
+        }
+    }
 }

@@ -8,6 +8,7 @@
 //! through [`signaling`] (local WHEP, or Amazon KVS as the master).
 
 pub mod config;
+pub mod daemon;
 pub mod media;
 pub mod rtp;
 pub mod session;
