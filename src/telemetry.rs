@@ -7,8 +7,9 @@
 
 use std::io::IsTerminal;
 
+use tracing::level_filters::LevelFilter;
+use tracing_log::AsLog;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 pub use crate::config::LogFormat;
@@ -63,11 +64,16 @@ fn build_filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, Teleme
         })
 }
 
-/// Installs the global subscriber. Call once, early in `main`.
-///
-/// `log` records (webrtc, rtc and other `log`-based crates) are forwarded into `tracing` by
-/// tracing-subscriber's `tracing-log` feature when the subscriber is installed, with the `log`
-/// max level set from the filter so that disabled records cost almost nothing.
+/// Makes `log` records (webrtc, rtc and other `log`-based crates) tracing events, so that they
+/// pass the same filter and reach the same output. `max` is the filter's most verbose level:
+/// `log` then drops disabled records before formatting them.
+fn bridge_log(max: LevelFilter) -> Result<(), tracing_log::log::SetLoggerError> {
+    tracing_log::LogTracer::builder()
+        .with_max_level(max.as_log())
+        .init()
+}
+
+/// Installs the global subscriber and the `log` bridge. Call once, early in `main`.
 pub fn init(level: &str, format: LogFormat) -> Result<(), TelemetryError> {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = build_filter(level, rust_log.as_deref())?;
@@ -94,12 +100,14 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), TelemetryError> {
         }
     });
 
-    tracing_subscriber::registry()
+    let max = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    let subscriber = tracing_subscriber::registry()
         .with(filter)
         .with(journald)
-        .with(stderr)
-        .try_init()
-        .map_err(|e| TelemetryError::AlreadyInitialised(e.to_string()))
+        .with(stderr);
+    tracing::subscriber::set_global_default(subscriber)
+        .map_err(|e| TelemetryError::AlreadyInitialised(e.to_string()))?;
+    bridge_log(max).map_err(|e| TelemetryError::AlreadyInitialised(e.to_string()))
 }
 
 #[cfg(test)]
@@ -150,8 +158,8 @@ mod tests {
     /// A `log` record, as webrtc emits them, comes out through our filter and formatter.
     #[test]
     fn log_crate_records_reach_tracing() {
-        // Forward `log` to whatever tracing dispatcher is current; harmless if already set.
-        let _ = tracing_log::LogTracer::init();
+        // Global, once per process; it forwards to whichever dispatcher is current.
+        let _ = bridge_log(LevelFilter::TRACE);
         let out = Captured::default();
         let writer = out.clone();
         let subscriber = tracing_subscriber::registry()

@@ -29,6 +29,10 @@ pub(crate) fn describe(value: &Value) -> String {
         ValueKind::U64(n) => format!("integer {n}"),
         ValueKind::U128(n) => format!("integer {n}"),
         ValueKind::Float(f) => format!("floating point {f}"),
+        ValueKind::String(s) if s.chars().count() > 80 => {
+            let head: String = s.chars().take(80).collect();
+            format!("string {head:?}… ({} characters)", s.chars().count())
+        }
         ValueKind::String(s) => format!("string {s:?}"),
         ValueKind::Table(_) => "a table".to_string(),
         ValueKind::Array(_) => "an array".to_string(),
@@ -267,6 +271,15 @@ mod tests {
             u32::read(&v(1.5_f64))
                 .unwrap_err()
                 .contains("floating point 1.5")
+        );
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_messages() {
+        let msg = u32::read(&v("x".repeat(10_000))).unwrap_err();
+        assert!(
+            msg.len() < 200 && msg.contains("(10000 characters)"),
+            "{msg}"
         );
     }
 

@@ -59,8 +59,24 @@ pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Settin
     if problems.is_empty() {
         Ok(settings)
     } else {
+        sort_in_file_order(&mut problems);
         Err(ConfigError::Invalid { problems })
     }
+}
+
+/// Orders problems the way the keys appear in the file, so that they read section by section.
+/// Unknown keys go with their section; what belongs nowhere goes last.
+fn sort_in_file_order(problems: &mut [Problem]) {
+    let keys = Settings::keys();
+    let rank = |key: &str| {
+        keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+            let section = key.rsplit_once('.').map_or(key, |(s, _)| s);
+            keys.iter()
+                .rposition(|k| k.rsplit_once('.').is_some_and(|(s, _)| s == section))
+                .unwrap_or(usize::MAX)
+        })
+    };
+    problems.sort_by_key(|p| rank(&p.key));
 }
 
 #[cfg(test)]
@@ -276,8 +292,8 @@ mod tests {
         assert_eq!(
             p,
             [
-                "http.port: unknown key; keys in [http] are listen (from FILE)",
                 "source.widht: unknown key; did you mean source.width? (from FILE)",
+                "http.port: unknown key; keys in [http] are listen (from FILE)",
                 "sources: unknown key; did you mean source? (from FILE)",
             ]
         );
@@ -361,8 +377,8 @@ mod tests {
         assert_eq!(
             problems("[signaling]\nmode = \"kvs\"\n", &[]),
             [
-                "kvs.channel_name or kvs.channel_arn is required when signaling.mode = \"kvs\"",
                 "kvs.region is required when signaling.mode = \"kvs\" (unless kvs.channel_arn gives it)",
+                "kvs.channel_name or kvs.channel_arn is required when signaling.mode = \"kvs\"",
             ]
         );
         // The region comes from the ARN.
@@ -507,6 +523,10 @@ mod tests {
         assert!(!out.contains("s3cret"), "{out}");
         assert!(out.contains("password = \"***\""), "{out}");
         assert!(!format!("{s:?}").contains("s3cret"));
+        assert_eq!(
+            problems("[source]\npassword = 987654\n", &[]),
+            ["source.password: invalid type (value not shown), expected a string (from FILE)"]
+        );
 
         let with_url = Settings {
             source: SourceSettings {

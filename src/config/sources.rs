@@ -21,6 +21,9 @@ const LIST_KEYS: &[&str] = &[
     "webrtc.nat_1to1_ips",
 ];
 
+/// Keys whose values must not appear in messages.
+const SECRET_KEYS: &[&str] = &["source.password"];
+
 /// One already-collected layer of values, handed to the `config` crate for merging.
 #[derive(Clone, Debug)]
 struct Layer(Map<String, Value>);
@@ -211,10 +214,18 @@ impl Visitor for Reader<'_> {
                     self.origins.insert(key.to_string(), o);
                 }
             }
-            Err(msg) => self.problems.push(Problem::new(
-                key,
-                with_origin(format!("{key}: {msg}"), origin.as_deref()),
-            )),
+            Err(msg) => {
+                // The message quotes the value; never a secret's.
+                let msg = if SECRET_KEYS.contains(&key) {
+                    "invalid type (value not shown), expected a string".to_string()
+                } else {
+                    msg
+                };
+                self.problems.push(Problem::new(
+                    key,
+                    with_origin(format!("{key}: {msg}"), origin.as_deref()),
+                ))
+            }
         }
     }
 }

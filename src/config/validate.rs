@@ -405,7 +405,7 @@ fn check_iot(c: &mut Checker<'_>, kvs_mode: bool) {
             c.push(
                 key,
                 format!(
-                    "{key} is required when any [kvs.iot] key is set (set: {}); IoT credentials need endpoint, cert, key, role_alias and thing_name",
+                    "{key} is required when other [kvs.iot] keys are set (set: {})",
                     set.join(", ")
                 ),
             );
@@ -468,8 +468,13 @@ pub(crate) fn check_log_level(directive: &str) -> Result<(), String> {
         .filter(|p| !p.is_empty())
     {
         if !part.contains(['=', '[']) && !LOG_LEVELS.contains(&part.to_ascii_lowercase().as_str()) {
+            let place = if part == directive.trim() {
+                String::new()
+            } else {
+                format!(" (in {directive:?})")
+            };
             return Err(format!(
-                "{part:?} in {directive:?} is not a level; expected one of {} or target=level (e.g. camgate=debug,webrtc=warn)",
+                "{part:?}{place} is not a level; expected one of {} or target=level (e.g. camgate=debug,webrtc=warn)",
                 LOG_LEVELS.join(", ")
             ));
         }
