@@ -33,7 +33,30 @@ pub struct Decoded {
     pub rtp_packets: u64,
     pub payload_type: Option<u8>,
     pub ssrc: Option<u32>,
+    /// NAL unit types carried by the first RTP packet (inside a STAP-A: its aggregated NALs).
+    pub first_packet_nals: Vec<u8>,
     pub errors: Vec<String>,
+}
+
+/// The NAL types an H.264 RTP payload carries (RFC 6184: single NAL, STAP-A 24, FU-A 28).
+pub fn payload_nal_types(payload: &[u8]) -> Vec<u8> {
+    let Some(&first) = payload.first() else { return vec![] };
+    match first & 0x1f {
+        24 => {
+            let mut types = Vec::new();
+            let mut i = 1;
+            while i + 2 < payload.len() {
+                let len = usize::from(payload[i]) << 8 | usize::from(payload[i + 1]);
+                if let Some(&h) = payload.get(i + 2) {
+                    types.push(h & 0x1f);
+                }
+                i += 2 + len;
+            }
+            types
+        }
+        28 => payload.get(1).map(|h| vec![h & 0x1f]).unwrap_or_default(),
+        t => vec![t],
+    }
 }
 
 struct Handler {
@@ -77,6 +100,9 @@ async fn receive(track: Arc<dyn TrackRemote>, decoded: Arc<Mutex<Decoded>>, tx: 
                 let pt = packet.header.payload_type;
                 {
                     let mut d = decoded.lock().unwrap();
+                    if d.rtp_packets == 0 {
+                        d.first_packet_nals = payload_nal_types(&packet.payload);
+                    }
                     d.rtp_packets += 1;
                     d.payload_type = Some(pt);
                     d.ssrc = Some(packet.header.ssrc);

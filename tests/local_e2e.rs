@@ -1,0 +1,231 @@
+//! Local mode end to end: the real daemon binary on the test pattern, real WebRTC viewers over
+//! loopback that decode what they receive with GStreamer.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::daemon::{Daemon, test_env, whep_post};
+use support::viewer::TestViewer;
+
+const SDP: &str = "application/sdp";
+
+fn env_with(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = test_env();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+/// Offers, POSTs, applies the answer; returns (viewer, Location, time of the answer).
+async fn join(d: &Daemon, pt: u8) -> (TestViewer, String, Instant) {
+    let v = TestViewer::new(pt).await;
+    let offer = v.offer(true).await;
+    let (status, location, answer) = whep_post(&d.endpoint("whep"), SDP, offer).await;
+    assert_eq!(status, 201, "WHEP POST failed: {answer}\n{}", d.log());
+    let answered = Instant::now();
+    assert!(answer.contains("a=candidate:"), "WHEP answer must carry our candidates:\n{answer}");
+    v.accept_answer(&answer).await;
+    (v, location.expect("201 without Location"), answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_viewer_decodes_the_test_pattern_within_two_seconds() {
+    let d = Daemon::start(&test_env(), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+
+    let (v, location, answered) = join(&d, 102).await;
+    let got = v.wait_frames(30, Duration::from_secs(20)).await;
+    assert!(got.frames >= 30, "decoded only {} frames: {got:?}\n{}", got.frames, d.log());
+    assert_eq!((got.width, got.height), (640, 480), "decoded size");
+    assert!(got.errors.is_empty(), "decoder errors: {:?}", got.errors);
+    assert_eq!(got.payload_type, Some(102), "must use the viewer's payload type");
+    let first = got.first_frame_at.unwrap().duration_since(answered);
+    assert!(first < Duration::from_secs(2), "first frame {first:?} after the answer");
+    // The first packet is SPS+PPS aggregated in front of the IDR.
+    assert_eq!(got.first_packet_nals, vec![7, 8], "first packet NALs");
+
+    let r = reqwest::Client::new().delete(d.endpoint(&location)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    v.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_viewers_a_late_joiner_and_the_viewer_cap() {
+    let d = Daemon::start(&env_with(&[("CAMGATE__WEBRTC__MAX_VIEWERS", "10")]), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+
+    // Different payload types per viewer: each must get its own.
+    let mut viewers = Vec::new();
+    for pt in [96u8, 97, 102, 109, 125] {
+        viewers.push((pt, join(&d, pt).await));
+    }
+    for (pt, (v, _, _)) in &viewers {
+        let got = v.wait_frames(15, Duration::from_secs(20)).await;
+        assert!(got.frames >= 15, "viewer pt={pt} decoded {} frames", got.frames);
+        assert_eq!(got.payload_type, Some(*pt));
+    }
+    let ssrcs: std::collections::HashSet<_> = viewers.iter().map(|(_, (v, _, _))| v.decoded().ssrc).collect();
+    assert_eq!(ssrcs.len(), 5, "every viewer has its own SSRC");
+
+    // A viewer joining 3 s later decodes its very first frame: SPS/PPS + IDR come first.
+    tokio::time::sleep(Duration::from_secs(3)).await; // the scenario itself is "3 s later"
+    let (late, _, answered) = join(&d, 98).await;
+    let got = late.wait_frames(1, Duration::from_secs(5)).await;
+    assert!(got.frames >= 1, "late joiner decoded nothing");
+    assert_eq!(got.first_packet_nals, vec![7, 8]);
+    assert!(got.errors.is_empty(), "late joiner decoder errors: {:?}", got.errors);
+    assert!(got.first_frame_at.unwrap().duration_since(answered) < Duration::from_secs(2));
+
+    // Fill the remaining slots (10 in all) with offers that never connect.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(join(&d, 102).await);
+    }
+    let eleventh = TestViewer::new(102).await;
+    let offer = eleventh.offer(true).await;
+    let (status, _, body) = whep_post(&d.endpoint("whep"), SDP, offer.clone()).await;
+    assert_eq!(status, 503, "11th viewer: {body}");
+    assert!(body.contains("max_viewers"), "rejection should name the limit: {body}");
+
+    // DELETE frees a slot for the next one.
+    let (_, loc, _) = &idle[0];
+    let r = reqwest::Client::new().delete(d.endpoint(loc)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, _, body) = whep_post(&d.endpoint("whep"), SDP, offer).await;
+    assert_eq!(status, 201, "slot not freed by DELETE: {body}");
+
+    // Everyone already connected is still receiving.
+    for (pt, (v, _, _)) in &viewers {
+        let before = v.decoded().frames;
+        let got = v.wait_frames(before + 10, Duration::from_secs(10)).await;
+        assert!(got.frames >= before + 10, "viewer pt={pt} stalled at {}", got.frames);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_4xx_and_connected_viewers_keep_receiving() {
+    let d = Daemon::start(&test_env(), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+    let (v, _, _) = join(&d, 102).await;
+    assert!(v.wait_frames(10, Duration::from_secs(20)).await.frames >= 10);
+
+    let whep = d.endpoint("whep");
+    let (s, _, body) = whep_post(&whep, SDP, "this is not sdp".into()).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("v=0"), "{body}");
+
+    let vp8 = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+    let (s, _, body) = whep_post(&whep, SDP, vp8.into()).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("H.264"), "{body}");
+
+    let (s, _, body) = whep_post(&whep, SDP, format!("v=0\r\n{}", "a=x\r\n".repeat(20_000))).await;
+    assert_eq!(s, 413, "{body}");
+
+    let (s, _, body) = whep_post(&whep, "text/plain", "v=0\r\n".into()).await;
+    assert_eq!(s, 415, "{body}");
+    assert!(body.contains("application/sdp"), "{body}");
+
+    let r = reqwest::Client::new().delete(d.endpoint("whep/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    // CORS preflight for a page on another origin.
+    let r = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, &whep)
+        .header("origin", "http://example.invalid")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert!(r.headers().contains_key("access-control-allow-origin"));
+
+    let before = v.decoded().frames;
+    let got = v.wait_frames(before + 15, Duration::from_secs(10)).await;
+    assert!(got.frames >= before + 15, "viewer stalled after bad requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_joins_and_leaves_leave_nothing_behind() {
+    let d = Daemon::start(&test_env(), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+    let client = reqwest::Client::new();
+    let mut answer_ms = Vec::new();
+    let mut first_frame_ms = Vec::new();
+    for _ in 0..10 {
+        let v = TestViewer::new(102).await;
+        let offer = v.offer(true).await;
+        let t0 = Instant::now();
+        let (status, location, answer) = whep_post(&d.endpoint("whep"), SDP, offer).await;
+        assert_eq!(status, 201, "{answer}");
+        answer_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        v.accept_answer(&answer).await;
+        let got = v.wait_frames(1, Duration::from_secs(10)).await;
+        assert!(got.frames >= 1, "viewer decoded nothing");
+        first_frame_ms.push(got.first_frame_at.unwrap().duration_since(t0).as_secs_f64() * 1000.0);
+        let r = client.delete(d.endpoint(&location.unwrap())).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        v.close().await;
+    }
+    let stats: serde_json::Value = client.get(d.endpoint("stats")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stats["sessions"].as_array().unwrap().len(), 0, "sessions left: {stats}");
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "MEASURE local offer->answer median {:.1} ms, offer->first decoded frame median {:.1} ms (n=10)",
+        median(&mut answer_ms),
+        median(&mut first_frame_ms)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_stops_the_daemon_within_two_seconds() {
+    let d = Daemon::start(&test_env(), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+    let (v, _, _) = join(&d, 102).await;
+    assert!(v.wait_frames(5, Duration::from_secs(20)).await.frames >= 5);
+    let (ok, took) = d.terminate();
+    assert!(ok, "daemon exited with failure on SIGTERM");
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+}
+
+#[test]
+fn bad_config_exits_non_zero_and_names_the_key() {
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_camgate"));
+        cmd.args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CAMGATE__") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        cmd.output().unwrap()
+    };
+    let out = run(&[("CAMGATE__SOURCE__KIND", "v4l")], &["run", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("source.kind") && err.contains("v4l") && err.contains("v4l2"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("camgate-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[source]\nwidth = \"abc\"\n").unwrap();
+    let out = run(&[], &["check-config", "--config", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("source.width"), "{err}");
+
+    let out = run(&[], &["check-config", "--config", "/nonexistent/camgate.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/camgate.toml"));
+
+    // A valid config prints the effective settings with secrets masked.
+    std::fs::write(&file, "[source]\nkind = \"rtsp\"\nurl = \"rtsp://admin:hunter2@127.0.0.1/stream\"\n").unwrap();
+    let out = run(&[], &["check-config", "--config", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("kind = \"rtsp\"") && !text.contains("hunter2"), "{text}");
+}

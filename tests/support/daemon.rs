@@ -1,0 +1,151 @@
+//! Runs the real `camgate` binary, as a user would, and finds the URL it prints.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Daemon {
+    child: Child,
+    /// e.g. "http://127.0.0.1:43211/"
+    pub url: String,
+    pub output: Arc<Mutex<Vec<String>>>,
+}
+
+/// Environment for a small, fast, loopback-only test daemon (640x480@30 test pattern).
+pub fn test_env() -> Vec<(String, String)> {
+    [
+        ("CAMGATE__SOURCE__WIDTH", "640"),
+        ("CAMGATE__SOURCE__HEIGHT", "480"),
+        ("CAMGATE__SOURCE__FRAMERATE", "30"),
+        ("CAMGATE__WEBRTC__HOST_ADDRESSES", "127.0.0.1"),
+        ("CAMGATE__LOG__FORMAT", "text"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+impl Daemon {
+    /// Starts `camgate run --listen 127.0.0.1:0` with `env` on top of a clean environment
+    /// (no CAMGATE__ from the caller) and waits for the URL line.
+    pub fn start(env: &[(String, String)], args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_camgate"));
+        cmd.arg("run").arg("--listen").arg("127.0.0.1:0").args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CAMGATE__") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().cloned())
+            .env("RUST_LOG", std::env::var("CAMGATE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn camgate");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("camgate: open ") {
+                    let _ = url_tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+                if let Some(rest) = line.strip_prefix("camgate: health at ") {
+                    let _ = url_tx.send(rest.trim_end_matches("healthz").to_string());
+                }
+                out.lock().unwrap().push(line);
+            }
+        });
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("CAMGATE_TEST_ECHO").is_some() {
+                    eprintln!("[camgate] {line}");
+                }
+                out.lock().unwrap().push(line);
+            }
+        });
+        let url = url_rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("daemon printed no URL; output:\n{}", output.lock().unwrap().join("\n")));
+        Daemon { child, url, output }
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{}", self.url, path.trim_start_matches('/'))
+    }
+
+    /// Waits (bounded) until /healthz says 200.
+    pub async fn wait_healthy(&self, within: Duration) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(r) = client.get(self.endpoint("healthz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "daemon not healthy within {within:?}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and returns (exit success, how long it took).
+    pub fn terminate(mut self) -> (bool, Duration) {
+        let started = Instant::now();
+        unsafe_kill(self.child.id(), 15);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.success(), started.elapsed());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return (false, started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// POSTs an offer to WHEP; returns (status, Location, body).
+pub async fn whep_post(url: &str, content_type: &str, body: String) -> (u16, Option<String>, String) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("WHEP POST");
+    let status = r.status().as_u16();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, location, r.text().await.unwrap_or_default())
+}

@@ -1,0 +1,5 @@
+//! Shared test support: the daemon as a child process, and a real WebRTC viewer.
+#![allow(dead_code)]
+
+pub mod daemon;
+pub mod viewer;
