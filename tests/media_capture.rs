@@ -158,9 +158,15 @@ fn test_source_with_x264_delivers_decodable_aus_and_honours_keyframe_requests() 
 
     let types = nal_types(&aus[0].data);
     assert!(aus[0].keyframe, "first AU must be a keyframe");
-    assert!(types.contains(&7) && types.contains(&8) && types.contains(&5), "{types:?}");
+    assert!(
+        types.contains(&7) && types.contains(&8) && types.contains(&5),
+        "{types:?}"
+    );
     assert!(aus[1..].iter().any(|a| !a.keyframe));
-    assert!(aus.windows(2).all(|w| w[1].pts_ns > w[0].pts_ns), "PTS not increasing");
+    assert!(
+        aus.windows(2).all(|w| w[1].pts_ns > w[0].pts_ns),
+        "PTS not increasing"
+    );
     let (frames, w, h) = decode(&aus);
     assert!(frames >= 28, "decoded {frames} of 30");
     assert_eq!((w, h), (640, 480));
@@ -218,7 +224,10 @@ fn openh264_is_selectable_and_delivers() {
     drain(&rx);
     capture.request_keyframe();
     let aus = take(&rx, 10, Duration::from_secs(2));
-    assert!(aus.iter().any(|a| a.keyframe), "openh264enc ignored the keyframe request");
+    assert!(
+        aus.iter().any(|a| a.keyframe),
+        "openh264enc ignored the keyframe request"
+    );
     assert_eq!(capture.status().encoder.as_deref(), Some("openh264enc"));
     capture.stop();
 }
@@ -356,7 +365,10 @@ fn rtsp_h264_is_passed_through_without_an_encoder() {
     assert!(elements.iter().any(|e| e == "rtspsrc"), "{elements:?}");
     assert!(elements.iter().any(|e| e == "rtph264depay"), "{elements:?}");
     for e in &elements {
-        assert!(!e.ends_with("enc") && !e.starts_with("avdec"), "{e} in {elements:?}");
+        assert!(
+            !e.ends_with("enc") && !e.starts_with("avdec"),
+            "{e} in {elements:?}"
+        );
     }
     capture.request_keyframe();
     assert_eq!(capture.status().keyframe_requests_ignored, 1);
@@ -372,13 +384,18 @@ fn rtsp_server_outage_restarts_with_backoff_and_recovers_into_the_same_sink() {
     take(&rx, 10, Duration::from_secs(10));
 
     server.take_down();
-    wait_for("restarts while the server is down", Duration::from_secs(15), || {
-        capture.status().restarts >= 3
-    });
+    wait_for(
+        "restarts while the server is down",
+        Duration::from_secs(15),
+        || capture.status().restarts >= 3,
+    );
     let status = capture.status();
     let err = status.last_error.clone().unwrap_or_default();
     assert!(!err.is_empty());
-    println!("while down: restarts={} state={:?} last_error={err}", status.restarts, status.state);
+    println!(
+        "while down: restarts={} state={:?} last_error={err}",
+        status.restarts, status.state
+    );
     drain(&rx);
 
     server.bring_back();
@@ -459,7 +476,10 @@ fn looping_file_keeps_delivering_past_its_end() {
     let capture = Capture::start(opts, sink).unwrap();
     // 2.5 loops of a 30-frame file.
     let aus = take(&rx, 75, Duration::from_secs(10));
-    assert!(aus.windows(2).all(|w| w[1].pts_ns > w[0].pts_ns), "PTS went backwards");
+    assert!(
+        aus.windows(2).all(|w| w[1].pts_ns > w[0].pts_ns),
+        "PTS went backwards"
+    );
     let span = aus[74].pts_ns - aus[0].pts_ns;
     assert!(span > 2_000_000_000, "75 AUs span only {span} ns");
     let status = capture.status();
@@ -482,11 +502,19 @@ fn missing_camera_is_retried_with_a_clear_error() {
         ..CaptureOptions::default()
     };
     let capture = Capture::start(opts, sink).unwrap();
-    wait_for("restarts", Duration::from_secs(5), || capture.status().restarts >= 2);
+    wait_for("restarts", Duration::from_secs(5), || {
+        capture.status().restarts >= 2
+    });
     let status = capture.status();
     let err = status.last_error.unwrap();
-    assert!(err.contains("/dev/video-camgate-missing") && err.contains("no such device"), "{err}");
-    assert!(matches!(status.state, CaptureState::Restarting { .. } | CaptureState::Starting));
+    assert!(
+        err.contains("/dev/video-camgate-missing") && err.contains("no such device"),
+        "{err}"
+    );
+    assert!(matches!(
+        status.state,
+        CaptureState::Restarting { .. } | CaptureState::Starting
+    ));
     let t = Instant::now();
     capture.stop();
     assert!(t.elapsed() < Duration::from_secs(1));
@@ -495,18 +523,31 @@ fn missing_camera_is_retried_with_a_clear_error() {
 #[test]
 fn bad_rtsp_urls_fail_or_retry_clearly() {
     init();
-    for url in ["http://127.0.0.1/x", "rtsp://", "camera", "rtsp://user:secret@/x"] {
+    for url in [
+        "http://127.0.0.1/x",
+        "rtsp://",
+        "camera",
+        "rtsp://user:secret@/x",
+    ] {
         let (sink, _rx) = collector();
-        let err = Capture::start(rtsp_options(url.into()), sink).err().unwrap_or_else(|| panic!("{url} accepted"));
+        let err = Capture::start(rtsp_options(url.into()), sink)
+            .err()
+            .unwrap_or_else(|| panic!("{url} accepted"));
         let text = err.to_string();
         assert!(text.contains("RTSP URL"), "{text}");
         assert!(!text.contains("secret"), "password leaked: {text}");
     }
     // Well formed but nobody listens: start succeeds, the supervisor retries.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (sink, _rx) = collector();
     let capture = Capture::start(rtsp_options(format!("rtsp://127.0.0.1:{port}/x")), sink).unwrap();
-    wait_for("restarts", Duration::from_secs(10), || capture.status().restarts >= 2);
+    wait_for("restarts", Duration::from_secs(10), || {
+        capture.status().restarts >= 2
+    });
     let err = capture.status().last_error.unwrap();
     println!("unreachable RTSP: {err}");
     capture.stop();
@@ -516,9 +557,14 @@ fn bad_rtsp_urls_fail_or_retry_clearly() {
 fn configuration_mistakes_fail_at_start() {
     init();
     let (sink, _rx) = collector();
-    let err = Capture::start(test_options(640, 480, "nvh264enc"), sink.clone()).err().unwrap();
+    let err = Capture::start(test_options(640, 480, "nvh264enc"), sink.clone())
+        .err()
+        .unwrap();
     let text = err.to_string();
-    assert!(text.contains("nvh264enc") && text.contains("x264enc"), "{text}");
+    assert!(
+        text.contains("nvh264enc") && text.contains("x264enc"),
+        "{text}"
+    );
 
     let mut opts = test_options(640, 480, "auto");
     opts.source = SourceSpec::Test {
@@ -527,6 +573,26 @@ fn configuration_mistakes_fail_at_start() {
     let err = Capture::start(opts, sink.clone()).err().unwrap();
     assert!(err.to_string().contains("no-such-pattern"), "{err}");
 
-    let err = Capture::start(test_options(641, 480, "auto"), sink).err().unwrap();
+    let err = Capture::start(test_options(641, 480, "auto"), sink)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("641x480"), "{err}");
+}
+
+#[test]
+fn rtsp_stream_that_is_not_h264_is_reported() {
+    init();
+    let server = RtspServer::start(
+        "( videotestsrc is-live=true ! video/x-raw,format=I420,width=160,height=120,framerate=15/1 \
+         ! jpegenc ! rtpjpegpay name=pay0 pt=26 )",
+    );
+    let (sink, rx) = collector();
+    let capture = Capture::start(rtsp_options(server.url()), sink).unwrap();
+    wait_for("a restart", Duration::from_secs(10), || {
+        capture.status().restarts >= 1
+    });
+    let err = capture.status().last_error.unwrap();
+    assert!(err.contains("not H.264") && err.contains("JPEG"), "{err}");
+    assert!(rx.try_recv().is_err(), "JPEG must not reach the sink");
+    capture.stop();
 }

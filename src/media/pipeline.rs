@@ -45,7 +45,9 @@ pub fn plan(
     let (w, h, f) = (opts.width, opts.height, opts.framerate);
     let need_encoder = || {
         encoder.ok_or_else(|| {
-            MediaError::InvalidOption("this source needs an H.264 encoder but none was selected".into())
+            MediaError::InvalidOption(
+                "this source needs an H.264 encoder but none was selected".into(),
+            )
         })
     };
     let mut required = vec!["appsink", "h264parse"];
@@ -145,7 +147,13 @@ pub fn plan(
         }
         SourceSpec::File { path, looping } => {
             let enc = need_encoder()?;
-            required.extend(["filesrc", "decodebin", "videoconvert", "videoscale", "videorate"]);
+            required.extend([
+                "filesrc",
+                "decodebin",
+                "videoconvert",
+                "videoscale",
+                "videorate",
+            ]);
             let path = path.to_str().ok_or_else(|| {
                 MediaError::InvalidOption(format!("file path {} is not UTF-8", path.display()))
             })?;
@@ -183,7 +191,10 @@ fn encode_tail(enc: &EncoderChoice, opts: &CaptureOptions, sync: bool, drop: boo
         .iter()
         .map(|(k, v)| format!(" {k}=\"{}\"", escape(v)))
         .collect();
-    let pre = enc.pre_elements().map(|p| format!("{p} ! ")).unwrap_or_default();
+    let pre = enc
+        .pre_elements()
+        .map(|p| format!("{p} ! "))
+        .unwrap_or_default();
     format!(
         "videoconvert ! videoscale ! videorate ! video/x-raw,format={},width={},height={},framerate={}/1,pixel-aspect-ratio=1/1 ! {pre}{} name={ENCODER_NAME}{props} ! {} ! h264parse config-interval=-1 ! {}",
         enc.input_format(),
@@ -240,8 +251,15 @@ mod tests {
 
     #[test]
     fn test_source_pins_i420_and_constrained_baseline() {
-        let p = plan(&opts(SourceSpec::Test { pattern: "ball".into() }), Some(X264), None, true)
-            .unwrap();
+        let p = plan(
+            &opts(SourceSpec::Test {
+                pattern: "ball".into(),
+            }),
+            Some(X264),
+            None,
+            true,
+        )
+        .unwrap();
         let d = &p.description;
         assert!(d.contains("is-live=true"));
         assert!(d.contains("clockoverlay"));
@@ -250,7 +268,9 @@ mod tests {
         let cb = d.find("profile=constrained-baseline").unwrap();
         assert!(i420 < enc && enc < cb, "{d}");
         assert!(d.ends_with("enable-last-sample=false"));
-        assert!(d.contains("stream-format=byte-stream,alignment=au ! appsink name=sink sync=false"));
+        assert!(
+            d.contains("stream-format=byte-stream,alignment=au ! appsink name=sink sync=false")
+        );
         assert!(!p.passthrough());
     }
 
@@ -307,8 +327,18 @@ mod tests {
             false,
         )
         .unwrap();
-        assert!(p.description.contains("device=\"/dev/video0\\\" ! filesink location=\\\"/tmp/x\""));
-        let err = plan(&opts(SourceSpec::Test { pattern: "a\nb".into() }), Some(X264), None, false);
+        assert!(
+            p.description
+                .contains("device=\"/dev/video0\\\" ! filesink location=\\\"/tmp/x\"")
+        );
+        let err = plan(
+            &opts(SourceSpec::Test {
+                pattern: "a\nb".into(),
+            }),
+            Some(X264),
+            None,
+            false,
+        );
         assert!(err.is_err());
     }
 
@@ -325,7 +355,10 @@ mod tests {
         )
         .unwrap();
         assert!(p.looping);
-        assert!(p.description.contains("location=\"/tmp/a b.mp4\" ! decodebin"));
+        assert!(
+            p.description
+                .contains("location=\"/tmp/a b.mp4\" ! decodebin")
+        );
         assert!(p.description.contains("sync=true"));
     }
 }

@@ -108,7 +108,9 @@ mod tests {
     fn backoff_doubles_and_caps() {
         let t0 = Instant::now();
         let mut b = Backoff::new(500 * MS, 30_000 * MS, 60_000 * MS);
-        let delays: Vec<_> = (0..9).map(|i| b.on_failure(t0 + i * MS).as_millis()).collect();
+        let delays: Vec<_> = (0..9)
+            .map(|i| b.on_failure(t0 + i * MS).as_millis())
+            .collect();
         assert_eq!(
             delays,
             [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
@@ -136,13 +138,22 @@ mod tests {
         let t0 = Instant::now();
         let (startup, stall) = (10_000 * MS, 2000 * MS);
         assert_eq!(is_stalled(t0 + 9000 * MS, t0, None, startup, stall), None);
-        assert_eq!(is_stalled(t0 + 10_000 * MS, t0, None, startup, stall), Some(startup));
+        assert_eq!(
+            is_stalled(t0 + 10_000 * MS, t0, None, startup, stall),
+            Some(startup)
+        );
         let f = Some(t0 + 100 * MS);
         assert_eq!(is_stalled(t0 + 2000 * MS, t0, f, startup, stall), None);
-        assert_eq!(is_stalled(t0 + 2100 * MS, t0, f, startup, stall), Some(stall));
+        assert_eq!(
+            is_stalled(t0 + 2100 * MS, t0, f, startup, stall),
+            Some(stall)
+        );
         // A frame from the previous pipeline does not count for the new one.
         let restarted = t0 + 3000 * MS;
-        assert_eq!(is_stalled(t0 + 4000 * MS, restarted, f, startup, stall), None);
+        assert_eq!(
+            is_stalled(t0 + 4000 * MS, restarted, f, startup, stall),
+            None
+        );
     }
 
     #[test]
@@ -157,6 +168,9 @@ mod tests {
         // Reordering within a frame or two is left alone.
         assert_eq!(p.map(0), 5_000_000_000 + frame);
         // A forward jump is allowed.
-        assert_eq!(p.map(60_000_000_000), 60_000_000_000 + 5_000_000_000 + frame);
+        assert_eq!(
+            p.map(60_000_000_000),
+            60_000_000_000 + 5_000_000_000 + frame
+        );
     }
 }
