@@ -381,7 +381,7 @@ fn rtsp_server_outage_restarts_with_backoff_and_recovers_into_the_same_sink() {
     let server = RtspServer::start(SERVED);
     let (sink, rx) = collector();
     let capture = Capture::start(rtsp_options(server.url()), sink).unwrap();
-    take(&rx, 10, Duration::from_secs(10));
+    let before = take(&rx, 10, Duration::from_secs(10));
 
     server.take_down();
     wait_for(
@@ -403,6 +403,12 @@ fn rtsp_server_outage_restarts_with_backoff_and_recovers_into_the_same_sink() {
     let aus = take(&rx, 10, Duration::from_secs(15));
     println!("recovered {:?} after the server came back", t.elapsed());
     assert!(aus[0].keyframe);
+    // A new RTSP session restarts the stream clock; viewers must still see time move on.
+    assert!(
+        aus[0].pts_ns > before[9].pts_ns,
+        "PTS went backwards across the restart"
+    );
+    assert!(decode(&aus).0 >= 9);
     wait_for("Running state", Duration::from_secs(2), || {
         capture.status().state == CaptureState::Running
     });

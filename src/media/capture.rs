@@ -398,6 +398,7 @@ impl Job {
             slow.keyframes_supported = keyframes_supported;
         }
         self.shared.caps_known.store(false, Ordering::Relaxed);
+        lock(&self.shared.pts).discontinuity();
         *lock(&self.shared.current) = Some(Current {
             pipeline: pipeline.clone(),
             appsink,
@@ -448,6 +449,9 @@ impl Job {
                     }
                     gst::MessageView::Eos(_) if plan.looping => {
                         tracing::debug!("end of file; looping");
+                        // EOS means the sink has rendered everything: no old-clock frame
+                        // can still arrive after this.
+                        lock(&self.shared.pts).discontinuity();
                         if let Err(e) = pipeline.seek_simple(
                             gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
                             gst::ClockTime::ZERO,
