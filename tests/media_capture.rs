@@ -602,3 +602,47 @@ fn rtsp_stream_that_is_not_h264_is_reported() {
     assert!(rx.try_recv().is_err(), "JPEG must not reach the sink");
     capture.stop();
 }
+
+#[test]
+fn encoder_selection_prefers_hardware_and_names_what_is_missing() {
+    use camgate::media::select_encoder;
+    let pi = |n: &str| matches!(n, "v4l2h264enc" | "x264enc" | "openh264enc");
+    assert_eq!(
+        select_encoder("auto", &pi).unwrap().element(),
+        "v4l2h264enc"
+    );
+    let intel = |n: &str| matches!(n, "vaapih264enc" | "vah264enc" | "x264enc");
+    assert_eq!(
+        select_encoder("auto", &intel).unwrap().element(),
+        "vah264enc"
+    );
+    let plain = |n: &str| matches!(n, "x264enc" | "openh264enc");
+    assert_eq!(select_encoder("auto", &plain).unwrap().element(), "x264enc");
+    let err = select_encoder("nvv4l2h264enc", &plain)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nvv4l2h264enc") && err.contains("x264enc, openh264enc"),
+        "{err}"
+    );
+}
+
+#[test]
+fn probe_reports_this_machines_encoders() {
+    init();
+    let report = camgate::media::probe();
+    let x264 = report
+        .encoders
+        .iter()
+        .find(|e| e.element == "x264enc")
+        .unwrap();
+    assert!(x264.available && !x264.hardware);
+    // Real selection through the registry: no hardware encoders on the test machine.
+    assert_eq!(report.auto_encoder.as_deref(), Ok("x264enc"));
+    let text = report.to_string();
+    assert!(
+        text.contains("x264enc") && text.contains("GStreamer"),
+        "{text}"
+    );
+    println!("{text}");
+}
