@@ -415,7 +415,7 @@ impl Job {
     ) -> Outcome {
         let Some(bus) = pipeline.bus() else {
             return Outcome::Failed(MediaError::Build {
-                description: plan.description.clone(),
+                description: plan.redacted(),
                 reason: "pipeline has no bus".into(),
             });
         };
@@ -553,7 +553,7 @@ fn on_sample(shared: &Shared, sink: &gst_app::AppSink) -> Result<gst::FlowSucces
 
 fn launch(plan: &PipelinePlan) -> Result<gst::Pipeline, MediaError> {
     let build_err = |reason: String| MediaError::Build {
-        description: plan.description.clone(),
+        description: plan.redacted(),
         reason,
     };
     gst::parse::launch(&plan.description)

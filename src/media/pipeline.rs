@@ -26,11 +26,23 @@ pub struct PipelinePlan {
     pub required: Vec<&'static str>,
     /// End-of-stream means "seek back to the start", not failure.
     pub looping: bool,
+    /// Passwords as they appear in `description`, masked by [`PipelinePlan::redacted`].
+    secrets: Vec<String>,
 }
 
 impl PipelinePlan {
     pub fn passthrough(&self) -> bool {
         self.encoder.is_none()
+    }
+
+    /// The description with camera passwords masked, for errors and logs.
+    pub fn redacted(&self) -> String {
+        self.secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .fold(self.description.clone(), |d, secret| {
+                d.replace(secret.as_str(), "***")
+            })
     }
 }
 
@@ -51,6 +63,7 @@ pub fn plan(
         })
     };
     let mut required = vec!["appsink", "h264parse"];
+    let mut secrets = Vec::new();
     let (description, encoder, looping) = match &opts.source {
         SourceSpec::Test { pattern } => {
             let enc = need_encoder()?;
@@ -133,6 +146,13 @@ pub fn plan(
             }
             if let Some(pw) = password {
                 src.push_str(&format!(" user-pw={}", quote(pw)?));
+                secrets.push(escape(pw));
+            }
+            if let Some(pw) = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.password().map(escape))
+            {
+                secrets.push(pw);
             }
             // The camera's H.264 goes through untouched: depayload, then h264parse re-inserts
             // SPS/PPS before every IDR so a viewer can join at any keyframe.
@@ -181,6 +201,7 @@ pub fn plan(
         encoder,
         required,
         looping,
+        secrets,
     })
 }
 
@@ -295,6 +316,26 @@ mod tests {
         assert!(p.description.contains("protocols=tcp latency=100"));
         assert!(p.description.contains("user-pw=\"p\\\"w\""));
         assert!(p.description.contains("rtph264depay"));
+        assert!(!p.redacted().contains("p\\\"w"), "{}", p.redacted());
+        let p = plan(
+            &opts(SourceSpec::Rtsp {
+                url: "rtsp://admin:hunter2@cam/stream".into(),
+                transport: RtspTransport::Udp,
+                username: None,
+                password: None,
+                latency_ms: 0,
+            }),
+            None,
+            None,
+            false,
+        )
+        .unwrap();
+        assert!(p.description.contains("hunter2"));
+        assert!(
+            p.redacted().contains("rtsp://admin:***@cam/stream"),
+            "{}",
+            p.redacted()
+        );
     }
 
     #[test]
