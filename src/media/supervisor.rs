@@ -41,7 +41,7 @@ impl Backoff {
             self.next = self.min;
         }
         let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
+        self.next = self.next.saturating_mul(2).min(self.max);
         delay
     }
 }
@@ -128,6 +128,16 @@ mod tests {
             delays,
             [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
         );
+    }
+
+    #[test]
+    fn backoff_never_overflows() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::MAX, Duration::MAX);
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            b.on_failure(t0);
+        }
+        assert_eq!(b.on_failure(t0), Duration::MAX);
     }
 
     #[test]
