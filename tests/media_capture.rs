@@ -158,9 +158,15 @@ fn test_source_with_x264_delivers_decodable_aus_and_honours_keyframe_requests() 
 
     let types = nal_types(&aus[0].data);
     assert!(aus[0].keyframe, "first AU must be a keyframe");
-    assert!(types.contains(&7) && types.contains(&8) && types.contains(&5), "{types:?}");
+    assert!(
+        types.contains(&7) && types.contains(&8) && types.contains(&5),
+        "{types:?}"
+    );
     assert!(aus[1..].iter().any(|a| !a.keyframe));
-    assert!(aus.windows(2).all(|w| w[1].pts_ns > w[0].pts_ns), "PTS not increasing");
+    assert!(
+        aus.windows(2).all(|w| w[1].pts_ns > w[0].pts_ns),
+        "PTS not increasing"
+    );
     let (frames, w, h) = decode(&aus);
     assert!(frames >= 28, "decoded {frames} of 30");
     assert_eq!((w, h), (640, 480));
@@ -218,7 +224,10 @@ fn openh264_is_selectable_and_delivers() {
     drain(&rx);
     capture.request_keyframe();
     let aus = take(&rx, 10, Duration::from_secs(2));
-    assert!(aus.iter().any(|a| a.keyframe), "openh264enc ignored the keyframe request");
+    assert!(
+        aus.iter().any(|a| a.keyframe),
+        "openh264enc ignored the keyframe request"
+    );
     assert_eq!(capture.status().encoder.as_deref(), Some("openh264enc"));
     capture.stop();
 }
@@ -339,8 +348,13 @@ fn rtsp_h264_is_passed_through_without_an_encoder() {
     let (sink, rx) = collector();
     let t0 = Instant::now();
     let capture = Capture::start(rtsp_options(server.url()), sink).unwrap();
-    let aus = take(&rx, 30, Duration::from_secs(10));
-    println!("rtsp passthrough: 30 AUs after {:?}", t0.elapsed());
+    let mut aus = take(&rx, 1, Duration::from_secs(10));
+    let first_au = t0.elapsed();
+    aus.extend(take(&rx, 29, Duration::from_secs(5)));
+    println!(
+        "rtsp passthrough: first AU after {first_au:?}, 30 AUs after {:?}",
+        t0.elapsed()
+    );
     assert!(aus[0].keyframe, "passthrough must start at an IDR");
     let types = nal_types(&aus[0].data);
     assert!(types.contains(&7) && types.contains(&8), "{types:?}");
@@ -356,11 +370,17 @@ fn rtsp_h264_is_passed_through_without_an_encoder() {
     assert!(elements.iter().any(|e| e == "rtspsrc"), "{elements:?}");
     assert!(elements.iter().any(|e| e == "rtph264depay"), "{elements:?}");
     for e in &elements {
-        assert!(!e.ends_with("enc") && !e.starts_with("avdec"), "{e} in {elements:?}");
+        assert!(
+            !e.ends_with("enc") && !e.starts_with("avdec"),
+            "{e} in {elements:?}"
+        );
     }
     capture.request_keyframe();
     assert_eq!(capture.status().keyframe_requests_ignored, 1);
+    let t = Instant::now();
     capture.stop();
+    println!("rtsp passthrough: stop took {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(1));
 }
 
 #[test]
@@ -369,16 +389,21 @@ fn rtsp_server_outage_restarts_with_backoff_and_recovers_into_the_same_sink() {
     let server = RtspServer::start(SERVED);
     let (sink, rx) = collector();
     let capture = Capture::start(rtsp_options(server.url()), sink).unwrap();
-    take(&rx, 10, Duration::from_secs(10));
+    let before = take(&rx, 10, Duration::from_secs(10));
 
     server.take_down();
-    wait_for("restarts while the server is down", Duration::from_secs(15), || {
-        capture.status().restarts >= 3
-    });
+    wait_for(
+        "restarts while the server is down",
+        Duration::from_secs(15),
+        || capture.status().restarts >= 3,
+    );
     let status = capture.status();
     let err = status.last_error.clone().unwrap_or_default();
     assert!(!err.is_empty());
-    println!("while down: restarts={} state={:?} last_error={err}", status.restarts, status.state);
+    println!(
+        "while down: restarts={} state={:?} last_error={err}",
+        status.restarts, status.state
+    );
     drain(&rx);
 
     server.bring_back();
@@ -386,6 +411,12 @@ fn rtsp_server_outage_restarts_with_backoff_and_recovers_into_the_same_sink() {
     let aus = take(&rx, 10, Duration::from_secs(15));
     println!("recovered {:?} after the server came back", t.elapsed());
     assert!(aus[0].keyframe);
+    // A new RTSP session restarts the stream clock; viewers must still see time move on.
+    assert!(
+        aus[0].pts_ns > before[9].pts_ns,
+        "PTS went backwards across the restart"
+    );
+    assert!(decode(&aus).0 >= 9);
     wait_for("Running state", Duration::from_secs(2), || {
         capture.status().state == CaptureState::Running
     });
@@ -459,7 +490,10 @@ fn looping_file_keeps_delivering_past_its_end() {
     let capture = Capture::start(opts, sink).unwrap();
     // 2.5 loops of a 30-frame file.
     let aus = take(&rx, 75, Duration::from_secs(10));
-    assert!(aus.windows(2).all(|w| w[1].pts_ns > w[0].pts_ns), "PTS went backwards");
+    assert!(
+        aus.windows(2).all(|w| w[1].pts_ns > w[0].pts_ns),
+        "PTS went backwards"
+    );
     let span = aus[74].pts_ns - aus[0].pts_ns;
     assert!(span > 2_000_000_000, "75 AUs span only {span} ns");
     let status = capture.status();
@@ -482,11 +516,19 @@ fn missing_camera_is_retried_with_a_clear_error() {
         ..CaptureOptions::default()
     };
     let capture = Capture::start(opts, sink).unwrap();
-    wait_for("restarts", Duration::from_secs(5), || capture.status().restarts >= 2);
+    wait_for("restarts", Duration::from_secs(5), || {
+        capture.status().restarts >= 2
+    });
     let status = capture.status();
     let err = status.last_error.unwrap();
-    assert!(err.contains("/dev/video-camgate-missing") && err.contains("no such device"), "{err}");
-    assert!(matches!(status.state, CaptureState::Restarting { .. } | CaptureState::Starting));
+    assert!(
+        err.contains("/dev/video-camgate-missing") && err.contains("no such device"),
+        "{err}"
+    );
+    assert!(matches!(
+        status.state,
+        CaptureState::Restarting { .. } | CaptureState::Starting
+    ));
     let t = Instant::now();
     capture.stop();
     assert!(t.elapsed() < Duration::from_secs(1));
@@ -495,18 +537,31 @@ fn missing_camera_is_retried_with_a_clear_error() {
 #[test]
 fn bad_rtsp_urls_fail_or_retry_clearly() {
     init();
-    for url in ["http://127.0.0.1/x", "rtsp://", "camera", "rtsp://user:secret@/x"] {
+    for url in [
+        "http://127.0.0.1/x",
+        "rtsp://",
+        "camera",
+        "rtsp://user:secret@/x",
+    ] {
         let (sink, _rx) = collector();
-        let err = Capture::start(rtsp_options(url.into()), sink).err().unwrap_or_else(|| panic!("{url} accepted"));
+        let err = Capture::start(rtsp_options(url.into()), sink)
+            .err()
+            .unwrap_or_else(|| panic!("{url} accepted"));
         let text = err.to_string();
         assert!(text.contains("RTSP URL"), "{text}");
         assert!(!text.contains("secret"), "password leaked: {text}");
     }
     // Well formed but nobody listens: start succeeds, the supervisor retries.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (sink, _rx) = collector();
     let capture = Capture::start(rtsp_options(format!("rtsp://127.0.0.1:{port}/x")), sink).unwrap();
-    wait_for("restarts", Duration::from_secs(10), || capture.status().restarts >= 2);
+    wait_for("restarts", Duration::from_secs(10), || {
+        capture.status().restarts >= 2
+    });
     let err = capture.status().last_error.unwrap();
     println!("unreachable RTSP: {err}");
     capture.stop();
@@ -516,9 +571,14 @@ fn bad_rtsp_urls_fail_or_retry_clearly() {
 fn configuration_mistakes_fail_at_start() {
     init();
     let (sink, _rx) = collector();
-    let err = Capture::start(test_options(640, 480, "nvh264enc"), sink.clone()).err().unwrap();
+    let err = Capture::start(test_options(640, 480, "nvh264enc"), sink.clone())
+        .err()
+        .unwrap();
     let text = err.to_string();
-    assert!(text.contains("nvh264enc") && text.contains("x264enc"), "{text}");
+    assert!(
+        text.contains("nvh264enc") && text.contains("x264enc"),
+        "{text}"
+    );
 
     let mut opts = test_options(640, 480, "auto");
     opts.source = SourceSpec::Test {
@@ -527,6 +587,70 @@ fn configuration_mistakes_fail_at_start() {
     let err = Capture::start(opts, sink.clone()).err().unwrap();
     assert!(err.to_string().contains("no-such-pattern"), "{err}");
 
-    let err = Capture::start(test_options(641, 480, "auto"), sink).err().unwrap();
+    let err = Capture::start(test_options(641, 480, "auto"), sink)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("641x480"), "{err}");
+}
+
+#[test]
+fn rtsp_stream_that_is_not_h264_is_reported() {
+    init();
+    let server = RtspServer::start(
+        "( videotestsrc is-live=true ! video/x-raw,format=I420,width=160,height=120,framerate=15/1 \
+         ! jpegenc ! rtpjpegpay name=pay0 pt=26 )",
+    );
+    let (sink, rx) = collector();
+    let capture = Capture::start(rtsp_options(server.url()), sink).unwrap();
+    wait_for("a restart", Duration::from_secs(10), || {
+        capture.status().restarts >= 1
+    });
+    let err = capture.status().last_error.unwrap();
+    assert!(err.contains("not H.264") && err.contains("JPEG"), "{err}");
+    assert!(rx.try_recv().is_err(), "JPEG must not reach the sink");
+    capture.stop();
+}
+
+#[test]
+fn encoder_selection_prefers_hardware_and_names_what_is_missing() {
+    use camgate::media::select_encoder;
+    let pi = |n: &str| matches!(n, "v4l2h264enc" | "x264enc" | "openh264enc");
+    assert_eq!(
+        select_encoder("auto", &pi).unwrap().element(),
+        "v4l2h264enc"
+    );
+    let intel = |n: &str| matches!(n, "vaapih264enc" | "vah264enc" | "x264enc");
+    assert_eq!(
+        select_encoder("auto", &intel).unwrap().element(),
+        "vah264enc"
+    );
+    let plain = |n: &str| matches!(n, "x264enc" | "openh264enc");
+    assert_eq!(select_encoder("auto", &plain).unwrap().element(), "x264enc");
+    let err = select_encoder("nvv4l2h264enc", &plain)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nvv4l2h264enc") && err.contains("x264enc, openh264enc"),
+        "{err}"
+    );
+}
+
+#[test]
+fn probe_reports_this_machines_encoders() {
+    init();
+    let report = camgate::media::probe();
+    let x264 = report
+        .encoders
+        .iter()
+        .find(|e| e.element == "x264enc")
+        .unwrap();
+    assert!(x264.available && !x264.hardware);
+    // Real selection through the registry: no hardware encoders on the test machine.
+    assert_eq!(report.auto_encoder.as_deref(), Ok("x264enc"));
+    let text = report.to_string();
+    assert!(
+        text.contains("x264enc") && text.contains("GStreamer"),
+        "{text}"
+    );
+    println!("{text}");
 }

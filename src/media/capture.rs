@@ -34,7 +34,10 @@ pub enum CaptureState {
     /// Access units are flowing.
     Running,
     /// The last pipeline failed; the next attempt starts in `retry_in`.
-    Restarting { attempt: u64, retry_in: Duration },
+    Restarting {
+        attempt: u64,
+        retry_in: Duration,
+    },
     Stopped,
 }
 
@@ -387,9 +390,7 @@ impl Job {
                 })
                 .build(),
         );
-        let keyframes_supported = plan
-            .encoder
-            .is_some_and(|e| e.honours_keyframe_requests());
+        let keyframes_supported = plan.encoder.is_some_and(|e| e.honours_keyframe_requests());
         {
             let mut slow = self.shared.slow();
             slow.encoder = plan.encoder.map(|e| e.element().to_string());
@@ -397,6 +398,7 @@ impl Job {
             slow.keyframes_supported = keyframes_supported;
         }
         self.shared.caps_known.store(false, Ordering::Relaxed);
+        lock(&self.shared.pts).discontinuity();
         *lock(&self.shared.current) = Some(Current {
             pipeline: pipeline.clone(),
             appsink,
@@ -405,21 +407,26 @@ impl Job {
         Ok((pipeline, plan))
     }
 
-    fn play(&self, pipeline: &gst::Pipeline, plan: &PipelinePlan, backoff: &mut Backoff) -> Outcome {
+    fn play(
+        &self,
+        pipeline: &gst::Pipeline,
+        plan: &PipelinePlan,
+        backoff: &mut Backoff,
+    ) -> Outcome {
         let Some(bus) = pipeline.bus() else {
             return Outcome::Failed(MediaError::Build {
-                description: plan.description.clone(),
+                description: plan.redacted(),
                 reason: "pipeline has no bus".into(),
             });
         };
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             // The element usually posted the real reason (device busy, connection refused).
-            let reason = bus
-                .pop_filtered(&[gst::MessageType::Error])
-                .and_then(|m| match m.view() {
-                    gst::MessageView::Error(err) => Some(element_error(err)),
-                    _ => None,
-                });
+            let reason =
+                bus.pop_filtered(&[gst::MessageType::Error])
+                    .and_then(|m| match m.view() {
+                        gst::MessageView::Error(err) => Some(element_error(err)),
+                        _ => None,
+                    });
             return Outcome::Failed(reason.unwrap_or(MediaError::StateChange {
                 state: "PLAYING",
                 reason: e.to_string(),
@@ -432,7 +439,8 @@ impl Job {
                 Ok(()) | Err(TryRecvError::Disconnected) => return Outcome::Stopped,
                 Err(TryRecvError::Empty) => {}
             }
-            if let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(POLL.as_nanos() as u64)) {
+            if let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(POLL.as_nanos() as u64))
+            {
                 match msg.view() {
                     gst::MessageView::Error(err) => {
                         let err = element_error(err);
@@ -441,6 +449,9 @@ impl Job {
                     }
                     gst::MessageView::Eos(_) if plan.looping => {
                         tracing::debug!("end of file; looping");
+                        // EOS means the sink has rendered everything: no old-clock frame
+                        // can still arrive after this.
+                        lock(&self.shared.pts).discontinuity();
                         if let Err(e) = pipeline.seek_simple(
                             gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
                             gst::ClockTime::ZERO,
@@ -500,8 +511,14 @@ fn on_sample(shared: &Shared, sink: &gst_app::AppSink) -> Result<gst::FlowSucces
         && let Some(s) = sample.caps().and_then(|c| c.structure(0))
     {
         let mut slow = shared.slow();
-        slow.width = s.get::<i32>("width").ok().and_then(|v| u32::try_from(v).ok());
-        slow.height = s.get::<i32>("height").ok().and_then(|v| u32::try_from(v).ok());
+        slow.width = s
+            .get::<i32>("width")
+            .ok()
+            .and_then(|v| u32::try_from(v).ok());
+        slow.height = s
+            .get::<i32>("height")
+            .ok()
+            .and_then(|v| u32::try_from(v).ok());
         shared.caps_known.store(true, Ordering::Relaxed);
     }
     let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
@@ -536,7 +553,7 @@ fn on_sample(shared: &Shared, sink: &gst_app::AppSink) -> Result<gst::FlowSucces
 
 fn launch(plan: &PipelinePlan) -> Result<gst::Pipeline, MediaError> {
     let build_err = |reason: String| MediaError::Build {
-        description: plan.description.clone(),
+        description: plan.redacted(),
         reason,
     };
     gst::parse::launch(&plan.description)
@@ -552,20 +569,34 @@ fn element_error(err: &gst::message::Error) -> MediaError {
             .map(|s| s.path_string().to_string())
             .unwrap_or_else(|| "<unknown>".into()),
         message: err.error().to_string(),
-        debug: err.debug().map(|d| d.to_string()),
+        debug: err.debug().and_then(|d| useful_debug(&d)),
     }
+}
+
+/// GStreamer's debug text starts with a source-file location line; the operator-relevant
+/// part ("Failed to connect", "Not found") follows it.
+fn useful_debug(debug: &str) -> Option<String> {
+    let mut lines = debug.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next()?;
+    let rest: Vec<&str> = lines.collect();
+    Some(if rest.is_empty() {
+        first.to_string()
+    } else {
+        rest.join(" ")
+    })
 }
 
 /// rtspsrc exposes one pad per stream once the camera has described them; anything but
 /// H.264 video would silently never link, so fail loudly instead.
 fn reject_non_h264(src: &gst::Element, pad: &gst::Pad) {
-    let Some(caps) = pad.current_caps() else { return };
+    // rtspsrc adds the pad before the caps event, so ask the pad rather than read its caps.
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     let Some(s) = caps.structure(0) else { return };
     let media = s.get::<&str>("media").unwrap_or("");
     let encoding = s.get::<&str>("encoding-name").unwrap_or("");
     if media == "video" && !encoding.eq_ignore_ascii_case("H264") {
         let text = MediaError::NotH264(encoding.to_string()).to_string();
-        src.post_error_message(gst::error_msg!(gst::StreamError::WrongType, ["{}", text]));
+        src.post_error_message(gst::error_msg!(gst::StreamError::WrongType, ("{}", text)));
     }
 }
 
@@ -625,7 +656,10 @@ pub(crate) fn validate_rtsp_url(url: &str) -> Result<(), MediaError> {
         reason: reason.to_string(),
     };
     let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(parsed.scheme(), "rtsp" | "rtsps" | "rtspt" | "rtspu" | "rtsph") {
+    if !matches!(
+        parsed.scheme(),
+        "rtsp" | "rtsps" | "rtspt" | "rtspu" | "rtsph"
+    ) {
         return Err(bad("scheme must be rtsp://"));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
@@ -642,7 +676,24 @@ pub fn redact_url(url: &str) -> String {
             u.to_string()
         }
         Ok(u) => u.to_string(),
-        Err(_) => url.chars().take(64).collect(),
+        // Unparseable: still hide `user:password@` if it looks like there is one.
+        Err(_) => {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let shown = match rest[..authority_end].rfind('@') {
+                Some(at) => match rest[..at].split_once(':') {
+                    Some((user, _)) => format!("{user}:***{}", &rest[at..]),
+                    None => rest.to_string(),
+                },
+                None => rest.to_string(),
+            };
+            let shown: String = shown.chars().take(128).collect();
+            if scheme.is_empty() {
+                shown
+            } else {
+                format!("{scheme}://{shown}")
+            }
+        }
     }
 }
 
@@ -666,7 +717,17 @@ mod tests {
         for bad in ["", "http://cam/x", "rtsp://", "not a url", "rtsp:///path"] {
             assert!(validate_rtsp_url(bad).is_err(), "{bad}");
         }
-        let err = validate_rtsp_url("http://admin:secret@cam/").unwrap_err().to_string();
+        let err = validate_rtsp_url("http://admin:secret@cam/")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("secret") && err.contains("***"), "{err}");
+        let err = validate_rtsp_url("rtsp://admin:secret@/x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("secret") && err.contains("admin:***@/x"),
+            "{err}"
+        );
+        assert_eq!(redact_url("no scheme"), "no scheme");
     }
 }

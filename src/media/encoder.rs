@@ -74,7 +74,10 @@ impl EncoderChoice {
     pub fn properties(&self, spec: &EncoderSpec, framerate: u32) -> Vec<(&'static str, String)> {
         let kbps = spec.bitrate_kbps;
         let bps = u64::from(kbps) * 1000;
-        let gop = spec.keyframe_interval_s.max(1).saturating_mul(framerate.max(1));
+        let gop = spec
+            .keyframe_interval_s
+            .max(1)
+            .saturating_mul(framerate.max(1));
         match self.kind {
             EncoderKind::X264 => vec![
                 ("tune", "zerolatency".into()),
@@ -221,11 +224,15 @@ mod tests {
     #[test]
     fn auto_falls_back_to_x264_then_openh264() {
         assert_eq!(
-            select_encoder("auto", &only(&["openh264enc", "x264enc"])).unwrap().element(),
+            select_encoder("auto", &only(&["openh264enc", "x264enc"]))
+                .unwrap()
+                .element(),
             "x264enc"
         );
         assert_eq!(
-            select_encoder("", &only(&["openh264enc"])).unwrap().element(),
+            select_encoder("", &only(&["openh264enc"]))
+                .unwrap()
+                .element(),
             "openh264enc"
         );
         let err = select_encoder("auto", &only(&[])).unwrap_err();
@@ -250,7 +257,10 @@ mod tests {
     fn unknown_element_is_rejected_with_known_list() {
         let err = select_encoder("avenc_h264", &only(&["avenc_h264"])).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("avenc_h264") && text.contains("x264enc"), "{text}");
+        assert!(
+            text.contains("avenc_h264") && text.contains("x264enc"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -260,14 +270,23 @@ mod tests {
             bitrate_kbps: 1500,
             keyframe_interval_s: 2,
         };
-        let x = EncoderChoice { kind: EncoderKind::X264 }.properties(&spec, 30);
+        let x = EncoderChoice {
+            kind: EncoderKind::X264,
+        }
+        .properties(&spec, 30);
         assert!(x.contains(&("bitrate", "1500".into())));
         assert!(x.contains(&("key-int-max", "60".into())));
         assert!(x.contains(&("bframes", "0".into())));
-        let o = EncoderChoice { kind: EncoderKind::OpenH264 }.properties(&spec, 30);
+        let o = EncoderChoice {
+            kind: EncoderKind::OpenH264,
+        }
+        .properties(&spec, 30);
         assert!(o.contains(&("bitrate", "1500000".into())));
         assert!(o.contains(&("gop-size", "60".into())));
-        let pi = EncoderChoice { kind: EncoderKind::V4l2 }.properties(&spec, 30);
+        let pi = EncoderChoice {
+            kind: EncoderKind::V4l2,
+        }
+        .properties(&spec, 30);
         assert!(pi[0].1.contains("h264_i_frame_period=60"));
     }
 }

@@ -45,8 +45,13 @@ impl Default for CaptureOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
     /// Live synthetic video (moving pattern, clock overlay when `clockoverlay` is installed).
-    Test { pattern: String },
-    V4l2 { device: String, format: V4l2Format },
+    Test {
+        pattern: String,
+    },
+    V4l2 {
+        device: String,
+        format: V4l2Format,
+    },
     /// An IP camera; its H.264 is passed through without decoding.
     Rtsp {
         url: String,
@@ -56,7 +61,10 @@ pub enum SourceSpec {
         latency_ms: u32,
     },
     /// A media file, decoded and re-encoded at the configured size and rate.
-    File { path: PathBuf, looping: bool },
+    File {
+        path: PathBuf,
+        looping: bool,
+    },
 }
 
 /// What to ask a V4L2 camera for.
@@ -106,7 +114,7 @@ impl CaptureOptions {
                 self.width, self.height
             )));
         }
-        if self.width % 2 != 0 || self.height % 2 != 0 {
+        if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
             return Err(InvalidOption(format!(
                 "size {}x{} must be even for 4:2:0 video",
                 self.width, self.height

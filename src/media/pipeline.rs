@@ -26,11 +26,23 @@ pub struct PipelinePlan {
     pub required: Vec<&'static str>,
     /// End-of-stream means "seek back to the start", not failure.
     pub looping: bool,
+    /// Passwords as they appear in `description`, masked by [`PipelinePlan::redacted`].
+    secrets: Vec<String>,
 }
 
 impl PipelinePlan {
     pub fn passthrough(&self) -> bool {
         self.encoder.is_none()
+    }
+
+    /// The description with camera passwords masked, for errors and logs.
+    pub fn redacted(&self) -> String {
+        self.secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .fold(self.description.clone(), |d, secret| {
+                d.replace(secret.as_str(), "***")
+            })
     }
 }
 
@@ -45,10 +57,13 @@ pub fn plan(
     let (w, h, f) = (opts.width, opts.height, opts.framerate);
     let need_encoder = || {
         encoder.ok_or_else(|| {
-            MediaError::InvalidOption("this source needs an H.264 encoder but none was selected".into())
+            MediaError::InvalidOption(
+                "this source needs an H.264 encoder but none was selected".into(),
+            )
         })
     };
     let mut required = vec!["appsink", "h264parse"];
+    let mut secrets = Vec::new();
     let (description, encoder, looping) = match &opts.source {
         SourceSpec::Test { pattern } => {
             let enc = need_encoder()?;
@@ -131,6 +146,13 @@ pub fn plan(
             }
             if let Some(pw) = password {
                 src.push_str(&format!(" user-pw={}", quote(pw)?));
+                secrets.push(escape(pw));
+            }
+            if let Some(pw) = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.password().map(escape))
+            {
+                secrets.push(pw);
             }
             // The camera's H.264 goes through untouched: depayload, then h264parse re-inserts
             // SPS/PPS before every IDR so a viewer can join at any keyframe.
@@ -145,7 +167,13 @@ pub fn plan(
         }
         SourceSpec::File { path, looping } => {
             let enc = need_encoder()?;
-            required.extend(["filesrc", "decodebin", "videoconvert", "videoscale", "videorate"]);
+            required.extend([
+                "filesrc",
+                "decodebin",
+                "videoconvert",
+                "videoscale",
+                "videorate",
+            ]);
             let path = path.to_str().ok_or_else(|| {
                 MediaError::InvalidOption(format!("file path {} is not UTF-8", path.display()))
             })?;
@@ -173,6 +201,7 @@ pub fn plan(
         encoder,
         required,
         looping,
+        secrets,
     })
 }
 
@@ -183,7 +212,10 @@ fn encode_tail(enc: &EncoderChoice, opts: &CaptureOptions, sync: bool, drop: boo
         .iter()
         .map(|(k, v)| format!(" {k}=\"{}\"", escape(v)))
         .collect();
-    let pre = enc.pre_elements().map(|p| format!("{p} ! ")).unwrap_or_default();
+    let pre = enc
+        .pre_elements()
+        .map(|p| format!("{p} ! "))
+        .unwrap_or_default();
     format!(
         "videoconvert ! videoscale ! videorate ! video/x-raw,format={},width={},height={},framerate={}/1,pixel-aspect-ratio=1/1 ! {pre}{} name={ENCODER_NAME}{props} ! {} ! h264parse config-interval=-1 ! {}",
         enc.input_format(),
@@ -240,8 +272,15 @@ mod tests {
 
     #[test]
     fn test_source_pins_i420_and_constrained_baseline() {
-        let p = plan(&opts(SourceSpec::Test { pattern: "ball".into() }), Some(X264), None, true)
-            .unwrap();
+        let p = plan(
+            &opts(SourceSpec::Test {
+                pattern: "ball".into(),
+            }),
+            Some(X264),
+            None,
+            true,
+        )
+        .unwrap();
         let d = &p.description;
         assert!(d.contains("is-live=true"));
         assert!(d.contains("clockoverlay"));
@@ -250,7 +289,9 @@ mod tests {
         let cb = d.find("profile=constrained-baseline").unwrap();
         assert!(i420 < enc && enc < cb, "{d}");
         assert!(d.ends_with("enable-last-sample=false"));
-        assert!(d.contains("stream-format=byte-stream,alignment=au ! appsink name=sink sync=false"));
+        assert!(
+            d.contains("stream-format=byte-stream,alignment=au ! appsink name=sink sync=false")
+        );
         assert!(!p.passthrough());
     }
 
@@ -275,6 +316,26 @@ mod tests {
         assert!(p.description.contains("protocols=tcp latency=100"));
         assert!(p.description.contains("user-pw=\"p\\\"w\""));
         assert!(p.description.contains("rtph264depay"));
+        assert!(!p.redacted().contains("p\\\"w"), "{}", p.redacted());
+        let p = plan(
+            &opts(SourceSpec::Rtsp {
+                url: "rtsp://admin:hunter2@cam/stream".into(),
+                transport: RtspTransport::Udp,
+                username: None,
+                password: None,
+                latency_ms: 0,
+            }),
+            None,
+            None,
+            false,
+        )
+        .unwrap();
+        assert!(p.description.contains("hunter2"));
+        assert!(
+            p.redacted().contains("rtsp://admin:***@cam/stream"),
+            "{}",
+            p.redacted()
+        );
     }
 
     #[test]
@@ -307,8 +368,18 @@ mod tests {
             false,
         )
         .unwrap();
-        assert!(p.description.contains("device=\"/dev/video0\\\" ! filesink location=\\\"/tmp/x\""));
-        let err = plan(&opts(SourceSpec::Test { pattern: "a\nb".into() }), Some(X264), None, false);
+        assert!(
+            p.description
+                .contains("device=\"/dev/video0\\\" ! filesink location=\\\"/tmp/x\"")
+        );
+        let err = plan(
+            &opts(SourceSpec::Test {
+                pattern: "a\nb".into(),
+            }),
+            Some(X264),
+            None,
+            false,
+        );
         assert!(err.is_err());
     }
 
@@ -325,7 +396,10 @@ mod tests {
         )
         .unwrap();
         assert!(p.looping);
-        assert!(p.description.contains("location=\"/tmp/a b.mp4\" ! decodebin"));
+        assert!(
+            p.description
+                .contains("location=\"/tmp/a b.mp4\" ! decodebin")
+        );
         assert!(p.description.contains("sync=true"));
     }
 }

@@ -41,7 +41,7 @@ impl Backoff {
             self.next = self.min;
         }
         let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
+        self.next = self.next.saturating_mul(2).min(self.max);
         delay
     }
 }
@@ -63,15 +63,20 @@ pub fn is_stalled(
 }
 
 /// Keeps access-unit timestamps monotonic across pipeline restarts and file loops, where
-/// GStreamer's running time starts over at zero. Small backward steps (B-frame reordering
-/// from a camera) pass through untouched; a jump back by more than `max_reorder` is rebased
-/// to continue one frame after the last timestamp.
+/// GStreamer's running time starts over at zero. The driver calls [`discontinuity`] when it
+/// knows the clock restarts (new pipeline, seek after end of file): the next timestamp then
+/// continues one frame after the last one if it would not move forward. Otherwise small
+/// backward steps (B-frame reordering from a camera) pass through untouched, and only a jump
+/// back by more than `max_reorder` is rebased.
+///
+/// [`discontinuity`]: PtsContinuity::discontinuity
 #[derive(Debug, Clone)]
 pub struct PtsContinuity {
     offset: u64,
     last: Option<u64>,
     frame: u64,
     max_reorder: u64,
+    pending: bool,
 }
 
 impl PtsContinuity {
@@ -81,13 +86,21 @@ impl PtsContinuity {
             last: None,
             frame: frame_duration_ns.max(1),
             max_reorder: 500_000_000,
+            pending: false,
         }
+    }
+
+    /// The next timestamp comes from a restarted clock. Must only be called when no frame of
+    /// the old clock can still arrive (old pipeline at NULL, or end of stream reached).
+    pub fn discontinuity(&mut self) {
+        self.pending = true;
     }
 
     pub fn map(&mut self, running_time_ns: u64) -> u64 {
         let mut out = running_time_ns.saturating_add(self.offset);
+        let pending = std::mem::take(&mut self.pending);
         if let Some(last) = self.last
-            && out.saturating_add(self.max_reorder) < last
+            && (out.saturating_add(self.max_reorder) < last || (pending && out <= last))
         {
             let target = last.saturating_add(self.frame);
             self.offset = target.saturating_sub(running_time_ns);
@@ -108,11 +121,23 @@ mod tests {
     fn backoff_doubles_and_caps() {
         let t0 = Instant::now();
         let mut b = Backoff::new(500 * MS, 30_000 * MS, 60_000 * MS);
-        let delays: Vec<_> = (0..9).map(|i| b.on_failure(t0 + i * MS).as_millis()).collect();
+        let delays: Vec<_> = (0..9)
+            .map(|i| b.on_failure(t0 + i * MS).as_millis())
+            .collect();
         assert_eq!(
             delays,
             [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
         );
+    }
+
+    #[test]
+    fn backoff_never_overflows() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::MAX, Duration::MAX);
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            b.on_failure(t0);
+        }
+        assert_eq!(b.on_failure(t0), Duration::MAX);
     }
 
     #[test]
@@ -136,13 +161,22 @@ mod tests {
         let t0 = Instant::now();
         let (startup, stall) = (10_000 * MS, 2000 * MS);
         assert_eq!(is_stalled(t0 + 9000 * MS, t0, None, startup, stall), None);
-        assert_eq!(is_stalled(t0 + 10_000 * MS, t0, None, startup, stall), Some(startup));
+        assert_eq!(
+            is_stalled(t0 + 10_000 * MS, t0, None, startup, stall),
+            Some(startup)
+        );
         let f = Some(t0 + 100 * MS);
         assert_eq!(is_stalled(t0 + 2000 * MS, t0, f, startup, stall), None);
-        assert_eq!(is_stalled(t0 + 2100 * MS, t0, f, startup, stall), Some(stall));
+        assert_eq!(
+            is_stalled(t0 + 2100 * MS, t0, f, startup, stall),
+            Some(stall)
+        );
         // A frame from the previous pipeline does not count for the new one.
         let restarted = t0 + 3000 * MS;
-        assert_eq!(is_stalled(t0 + 4000 * MS, restarted, f, startup, stall), None);
+        assert_eq!(
+            is_stalled(t0 + 4000 * MS, restarted, f, startup, stall),
+            None
+        );
     }
 
     #[test]
@@ -157,6 +191,26 @@ mod tests {
         // Reordering within a frame or two is left alone.
         assert_eq!(p.map(0), 5_000_000_000 + frame);
         // A forward jump is allowed.
-        assert_eq!(p.map(60_000_000_000), 60_000_000_000 + 5_000_000_000 + frame);
+        assert_eq!(
+            p.map(60_000_000_000),
+            60_000_000_000 + 5_000_000_000 + frame
+        );
+    }
+
+    #[test]
+    fn announced_discontinuity_rebases_even_a_short_jump_back() {
+        let frame = 33_333_333;
+        let mut p = PtsContinuity::new(frame);
+        p.map(100_000_000);
+        assert_eq!(p.map(300_000_000), 300_000_000);
+        // A pipeline that ran 0.3 s restarts: without the hint this looks like reordering.
+        p.discontinuity();
+        assert_eq!(p.map(10_000_000), 300_000_000 + frame);
+        assert_eq!(p.map(10_000_000 + frame), 300_000_000 + 2 * frame);
+        // The hint is used once; a later small step back is left alone again.
+        assert_eq!(p.map(10_000_000), 300_000_000 + frame);
+        // A restarted clock that is already ahead is kept as is.
+        p.discontinuity();
+        assert_eq!(p.map(900_000_000), 900_000_000 + 290_000_000 + frame);
     }
 }
