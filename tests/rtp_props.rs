@@ -103,7 +103,10 @@ fn nal_strategy() -> impl Strategy<Value = (u8, Vec<u8>)> {
 
 /// Access units of generated NALs; each NAL gets a 3- or 4-byte start code and maybe
 /// trailing zero bytes.
-fn stream_strategy() -> impl Strategy<Value = Vec<Vec<(u8, Vec<u8>, bool, usize)>>> {
+/// One generated NAL: header, raw body, 4-byte start code?, trailing zero bytes.
+type GenNal = (u8, Vec<u8>, bool, usize);
+
+fn stream_strategy() -> impl Strategy<Value = Vec<Vec<GenNal>>> {
     let nal =
         (nal_strategy(), any::<bool>(), 0usize..3).prop_map(|((h, b), four, z)| (h, b, four, z));
     proptest::collection::vec(proptest::collection::vec(nal, 1..8), 1..5)
@@ -171,10 +174,11 @@ proptest! {
                 }
                 expected.push(nal);
             }
-            if has_idr && !(has_sps && has_pps) {
-                if let (Some(s), Some(q)) = (&sps, &pps) {
-                    expected.splice(0..0, [s.clone(), q.clone()]);
-                }
+            if has_idr
+                && !(has_sps && has_pps)
+                && let (Some(s), Some(q)) = (&sps, &pps)
+            {
+                expected.splice(0..0, [s.clone(), q.clone()]);
             }
             p.packetize_into(&input, k as u64 * 33_333_333, &mut f).unwrap();
             prop_assert_eq!(f.is_keyframe(), has_idr);
@@ -220,7 +224,7 @@ fn steady_state_packetizing_allocates_nothing() {
     let mut p = H264Packetizer::new(PacketizerConfig::default()).unwrap();
     let mut f = Frame::new();
     let mut fanout: Vec<Bytes> = Vec::with_capacity(1024);
-    let mut run = |p: &mut H264Packetizer, f: &mut Frame, fanout: &mut Vec<Bytes>, round: u64| {
+    let run = |p: &mut H264Packetizer, f: &mut Frame, fanout: &mut Vec<Bytes>, round: u64| {
         for (i, au) in gop.iter().enumerate() {
             let pts = (round * 30 + i as u64) * 33_333_333;
             p.packetize_into(au, pts, f).unwrap();
