@@ -51,15 +51,13 @@ impl Payloader for OpusPacketizer {
         pts_ns: u64,
         out: &mut Frame,
     ) -> Result<(), PacketizeError> {
-        let checked = check_input_len(input).and_then(|()| {
-            if input.len() > self.max_payload {
-                Err(PacketizeError::PayloadTooLarge {
-                    len: input.len(),
-                    max: self.max_payload,
-                })
-            } else {
-                Ok(())
-            }
+        let checked = check_input_len(input).and(if input.len() > self.max_payload {
+            Err(PacketizeError::PayloadTooLarge {
+                len: input.len(),
+                max: self.max_payload,
+            })
+        } else {
+            Ok(())
         });
         if let Err(e) = checked {
             out.abandon();
