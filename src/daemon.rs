@@ -116,7 +116,10 @@ impl Runtime {
             CaptureState::Starting => "starting".to_string(),
             CaptureState::Running => "running".to_string(),
             CaptureState::Restarting { attempt, retry_in } => {
-                format!("restarting (attempt {attempt}, next try in {} ms)", retry_in.as_millis())
+                format!(
+                    "restarting (attempt {attempt}, next try in {} ms)",
+                    retry_in.as_millis()
+                )
             }
             CaptureState::Stopped => "stopped".to_string(),
         };
@@ -156,8 +159,7 @@ pub async fn run(
 
     let feed = FrameFeed::new(opts.viewer_queue_frames);
     let packetizer_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let packetizer = H264Packetizer::new(PacketizerConfig::default())
-?;
+    let packetizer = H264Packetizer::new(PacketizerConfig::default())?;
     let sink = packetizing_sink(packetizer, feed.clone(), packetizer_errors.clone());
     let capture = Capture::start(opts.capture.clone(), sink)?;
     let capture = Arc::new(Mutex::new(Some(capture)));
@@ -237,9 +239,8 @@ pub async fn run(
         .await;
     }
     stop.cancel();
-    match tokio::time::timeout(Duration::from_millis(300), server).await {
-        Ok(Ok(Err(e))) => return Err(DaemonError::Http(e)),
-        _ => {}
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_millis(300), server).await {
+        return Err(DaemonError::Http(e));
     }
     tracing::info!("stopped");
     Ok(())
@@ -266,7 +267,7 @@ fn packetizing_sink(
                 let n = errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Log the first few and then every hundredth: a broken encoder must not flood
                 // the journal.
-                if n < 5 || n % 100 == 0 {
+                if n < 5 || n.is_multiple_of(100) {
                     tracing::warn!(count = n + 1, "access unit dropped: {e}");
                 }
             }
@@ -304,7 +305,9 @@ fn describe_source(c: &CaptureOptions) -> String {
     match &c.source {
         SourceSpec::Test { pattern } => format!("test pattern \"{pattern}\""),
         SourceSpec::V4l2 { device, .. } => format!("V4L2 camera {device}"),
-        SourceSpec::Rtsp { url, .. } => format!("RTSP camera {}", crate::media::capture::redact_url(url)),
+        SourceSpec::Rtsp { url, .. } => {
+            format!("RTSP camera {}", crate::media::capture::redact_url(url))
+        }
         SourceSpec::File { path, .. } => format!("file {}", path.display()),
     }
 }
@@ -390,7 +393,10 @@ impl signaling::kvs::OfferHandler for KvsViewers {
 
     async fn remote_candidate(&self, client_id: &str, candidate_json: &str) {
         let Some(id) = self.0.session_of(client_id) else {
-            tracing::debug!(viewer = client_id, "candidate for a viewer with no session; dropped");
+            tracing::debug!(
+                viewer = client_id,
+                "candidate for a viewer with no session; dropped"
+            );
             return;
         };
         match serde_json::from_str::<webrtc::peer_connection::RTCIceCandidateInit>(candidate_json) {
@@ -472,7 +478,13 @@ impl DaemonOptions {
             crate::config::SignalingMode::Local => SignalingMode::Local,
             crate::config::SignalingMode::Kvs => {
                 let k = &s.kvs;
-                let iot = match (&k.iot.endpoint, &k.iot.cert, &k.iot.key, &k.iot.role_alias, &k.iot.thing_name) {
+                let iot = match (
+                    &k.iot.endpoint,
+                    &k.iot.cert,
+                    &k.iot.key,
+                    &k.iot.role_alias,
+                    &k.iot.thing_name,
+                ) {
                     (Some(endpoint), Some(cert), Some(key), Some(role_alias), Some(thing_name)) => {
                         Some(signaling::kvs::IotOptions {
                             endpoint: endpoint.clone(),

@@ -139,7 +139,9 @@ fn kvs_check(c: ConfigArg) -> anyhow::Result<ExitCode> {
     let settings = load(&c)?;
     let opts = DaemonOptions::from_settings(&settings);
     let daemon::SignalingMode::Kvs(kvs) = opts.signaling else {
-        anyhow::bail!("signaling.mode is \"local\"; set signaling.mode = \"kvs\" and the kvs.* keys first");
+        anyhow::bail!(
+            "signaling.mode is \"local\"; set signaling.mode = \"kvs\" and the kvs.* keys first"
+        );
     };
     let report = runtime()?.block_on(camgate::signaling::kvs::check(&kvs));
     print!("{report}");

@@ -23,7 +23,10 @@ async fn join(d: &Daemon, pt: u8) -> (TestViewer, String, Instant) {
     let (status, location, answer) = whep_post(&d.endpoint("whep"), SDP, offer).await;
     assert_eq!(status, 201, "WHEP POST failed: {answer}\n{}", d.log());
     let answered = Instant::now();
-    assert!(answer.contains("a=candidate:"), "WHEP answer must carry our candidates:\n{answer}");
+    assert!(
+        answer.contains("a=candidate:"),
+        "WHEP answer must carry our candidates:\n{answer}"
+    );
     v.accept_answer(&answer).await;
     (v, location.expect("201 without Location"), answered)
 }
@@ -35,16 +38,32 @@ async fn a_viewer_decodes_the_test_pattern_within_two_seconds() {
 
     let (v, location, answered) = join(&d, 102).await;
     let got = v.wait_frames(30, Duration::from_secs(20)).await;
-    assert!(got.frames >= 30, "decoded only {} frames: {got:?}\n{}", got.frames, d.log());
+    assert!(
+        got.frames >= 30,
+        "decoded only {} frames: {got:?}\n{}",
+        got.frames,
+        d.log()
+    );
     assert_eq!((got.width, got.height), (640, 480), "decoded size");
     assert!(got.errors.is_empty(), "decoder errors: {:?}", got.errors);
-    assert_eq!(got.payload_type, Some(102), "must use the viewer's payload type");
+    assert_eq!(
+        got.payload_type,
+        Some(102),
+        "must use the viewer's payload type"
+    );
     let first = got.first_frame_at.unwrap().duration_since(answered);
-    assert!(first < Duration::from_secs(2), "first frame {first:?} after the answer");
+    assert!(
+        first < Duration::from_secs(2),
+        "first frame {first:?} after the answer"
+    );
     // The first packet is SPS+PPS aggregated in front of the IDR.
     assert_eq!(got.first_packet_nals, vec![7, 8], "first packet NALs");
 
-    let r = reqwest::Client::new().delete(d.endpoint(&location)).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .delete(d.endpoint(&location))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     v.close().await;
 }
@@ -61,10 +80,17 @@ async fn five_viewers_a_late_joiner_and_the_viewer_cap() {
     }
     for (pt, (v, _, _)) in &viewers {
         let got = v.wait_frames(15, Duration::from_secs(20)).await;
-        assert!(got.frames >= 15, "viewer pt={pt} decoded {} frames", got.frames);
+        assert!(
+            got.frames >= 15,
+            "viewer pt={pt} decoded {} frames",
+            got.frames
+        );
         assert_eq!(got.payload_type, Some(*pt));
     }
-    let ssrcs: std::collections::HashSet<_> = viewers.iter().map(|(_, (v, _, _))| v.decoded().ssrc).collect();
+    let ssrcs: std::collections::HashSet<_> = viewers
+        .iter()
+        .map(|(_, (v, _, _))| v.decoded().ssrc)
+        .collect();
     assert_eq!(ssrcs.len(), 5, "every viewer has its own SSRC");
 
     // A viewer joining 3 s later decodes its very first frame: SPS/PPS + IDR come first.
@@ -73,7 +99,11 @@ async fn five_viewers_a_late_joiner_and_the_viewer_cap() {
     let got = late.wait_frames(1, Duration::from_secs(5)).await;
     assert!(got.frames >= 1, "late joiner decoded nothing");
     assert_eq!(got.first_packet_nals, vec![7, 8]);
-    assert!(got.errors.is_empty(), "late joiner decoder errors: {:?}", got.errors);
+    assert!(
+        got.errors.is_empty(),
+        "late joiner decoder errors: {:?}",
+        got.errors
+    );
     assert!(got.first_frame_at.unwrap().duration_since(answered) < Duration::from_secs(2));
 
     // Fill the remaining slots (10 in all) with offers that never connect.
@@ -85,11 +115,18 @@ async fn five_viewers_a_late_joiner_and_the_viewer_cap() {
     let offer = eleventh.offer(true).await;
     let (status, _, body) = whep_post(&d.endpoint("whep"), SDP, offer.clone()).await;
     assert_eq!(status, 503, "11th viewer: {body}");
-    assert!(body.contains("max_viewers"), "rejection should name the limit: {body}");
+    assert!(
+        body.contains("max_viewers"),
+        "rejection should name the limit: {body}"
+    );
 
     // DELETE frees a slot for the next one.
     let (_, loc, _) = &idle[0];
-    let r = reqwest::Client::new().delete(d.endpoint(loc)).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .delete(d.endpoint(loc))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let (status, _, body) = whep_post(&d.endpoint("whep"), SDP, offer).await;
     assert_eq!(status, 201, "slot not freed by DELETE: {body}");
@@ -98,7 +135,11 @@ async fn five_viewers_a_late_joiner_and_the_viewer_cap() {
     for (pt, (v, _, _)) in &viewers {
         let before = v.decoded().frames;
         let got = v.wait_frames(before + 10, Duration::from_secs(10)).await;
-        assert!(got.frames >= before + 10, "viewer pt={pt} stalled at {}", got.frames);
+        assert!(
+            got.frames >= before + 10,
+            "viewer pt={pt} stalled at {}",
+            got.frames
+        );
     }
 }
 
@@ -126,7 +167,11 @@ async fn bad_requests_get_4xx_and_connected_viewers_keep_receiving() {
     assert_eq!(s, 415, "{body}");
     assert!(body.contains("application/sdp"), "{body}");
 
-    let r = reqwest::Client::new().delete(d.endpoint("whep/nope")).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .delete(d.endpoint("whep/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     // CORS preflight for a page on another origin.
@@ -142,7 +187,10 @@ async fn bad_requests_get_4xx_and_connected_viewers_keep_receiving() {
 
     let before = v.decoded().frames;
     let got = v.wait_frames(before + 15, Duration::from_secs(10)).await;
-    assert!(got.frames >= before + 15, "viewer stalled after bad requests");
+    assert!(
+        got.frames >= before + 15,
+        "viewer stalled after bad requests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -163,12 +211,27 @@ async fn ten_joins_and_leaves_leave_nothing_behind() {
         let got = v.wait_frames(1, Duration::from_secs(10)).await;
         assert!(got.frames >= 1, "viewer decoded nothing");
         first_frame_ms.push(got.first_frame_at.unwrap().duration_since(t0).as_secs_f64() * 1000.0);
-        let r = client.delete(d.endpoint(&location.unwrap())).send().await.unwrap();
+        let r = client
+            .delete(d.endpoint(&location.unwrap()))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         v.close().await;
     }
-    let stats: serde_json::Value = client.get(d.endpoint("stats")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(stats["sessions"].as_array().unwrap().len(), 0, "sessions left: {stats}");
+    let stats: serde_json::Value = client
+        .get(d.endpoint("stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["sessions"].as_array().unwrap().len(),
+        0,
+        "sessions left: {stats}"
+    );
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
@@ -204,10 +267,16 @@ fn bad_config_exits_non_zero_and_names_the_key() {
         cmd.envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         cmd.output().unwrap()
     };
-    let out = run(&[("CAMGATE__SOURCE__KIND", "v4l")], &["run", "--listen", "127.0.0.1:0"]);
+    let out = run(
+        &[("CAMGATE__SOURCE__KIND", "v4l")],
+        &["run", "--listen", "127.0.0.1:0"],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("source.kind") && err.contains("v4l") && err.contains("v4l2"), "{err}");
+    assert!(
+        err.contains("source.kind") && err.contains("v4l") && err.contains("v4l2"),
+        "{err}"
+    );
 
     let dir = std::env::temp_dir().join(format!("camgate-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -218,14 +287,28 @@ fn bad_config_exits_non_zero_and_names_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("source.width"), "{err}");
 
-    let out = run(&[], &["check-config", "--config", "/nonexistent/camgate.toml"]);
+    let out = run(
+        &[],
+        &["check-config", "--config", "/nonexistent/camgate.toml"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/camgate.toml"));
 
     // A valid config prints the effective settings with secrets masked.
-    std::fs::write(&file, "[source]\nkind = \"rtsp\"\nurl = \"rtsp://admin:hunter2@127.0.0.1/stream\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[source]\nkind = \"rtsp\"\nurl = \"rtsp://admin:hunter2@127.0.0.1/stream\"\n",
+    )
+    .unwrap();
     let out = run(&[], &["check-config", "--config", file.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("kind = \"rtsp\"") && !text.contains("hunter2"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("kind = \"rtsp\"") && !text.contains("hunter2"),
+        "{text}"
+    );
 }

@@ -17,12 +17,12 @@ use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
 };
 
+use super::IceServer;
 use super::feed::{FrameFeed, KeyframeRequests};
 use super::peer::{self, NetworkOptions, PeerEvents};
 use super::ports::PortPool;
 use super::sdp::{self, SdpError};
 use super::viewer::{MediaTask, ViewerCounters};
-use super::IceServer;
 use crate::rtp::Stamper;
 
 /// Settings for admission and connection handling.
@@ -203,7 +203,15 @@ impl SessionManager {
         .await
         .map_err(|e| SessionError::Internal(e.to_string()))?;
 
-        let answer = match negotiate(&peer.pc, &prepared.sdp, &events, trickled, self.opts.gather_timeout).await {
+        let answer = match negotiate(
+            &peer.pc,
+            &prepared.sdp,
+            &events,
+            trickled,
+            self.opts.gather_timeout,
+        )
+        .await
+        {
             Ok(sdp) => sdp,
             Err(e) => {
                 let _ = peer.pc.close().await;
@@ -221,15 +229,15 @@ impl SessionManager {
                 false
             } else {
                 inner.reserved -= 1;
-            inner.sessions.insert(
-                id.clone(),
-                Entry {
-                    viewer: req.viewer.clone(),
-                    pc: peer.pc.clone(),
-                    cancel: cancel.clone(),
-                    counters: counters.clone(),
-                    state: events.state.clone(),
-                    created: started,
+                inner.sessions.insert(
+                    id.clone(),
+                    Entry {
+                        viewer: req.viewer.clone(),
+                        pc: peer.pc.clone(),
+                        cancel: cancel.clone(),
+                        counters: counters.clone(),
+                        state: events.state.clone(),
+                        created: started,
                         done: done_rx,
                     },
                 );

@@ -16,7 +16,9 @@ pub mod sdp;
 mod viewer;
 
 pub use feed::{FrameFeed, KeyframeRequests};
-pub use manager::{Answer, OfferRequest, SessionError, SessionManager, SessionOptions, SessionSummary};
+pub use manager::{
+    Answer, OfferRequest, SessionError, SessionManager, SessionOptions, SessionSummary,
+};
 pub use peer::NetworkOptions;
 
 /// A STUN or TURN server for one session.

@@ -145,7 +145,6 @@ pub async fn build(
             RTCRtpCodecParameters {
                 rtp_codec: h264_codec(),
                 payload_type,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )

@@ -38,7 +38,11 @@ impl PortPool {
         let span = u32::from(self.max - self.min) + 1;
         for _ in 0..span {
             let port = self.next;
-            self.next = if self.next >= self.max { self.min } else { self.next + 1 };
+            self.next = if self.next >= self.max {
+                self.min
+            } else {
+                self.next + 1
+            };
             if self.in_use.insert(port) {
                 return Some(port);
             }
@@ -51,7 +55,11 @@ impl PortPool {
     }
 
     pub fn size(&self) -> usize {
-        if self.ephemeral() { usize::MAX } else { usize::from(self.max - self.min) + 1 }
+        if self.ephemeral() {
+            usize::MAX
+        } else {
+            usize::from(self.max - self.min) + 1
+        }
     }
 }
 

@@ -11,7 +11,8 @@
 use std::fmt::Write as _;
 
 /// The fmtp we answer with and send: constrained baseline, level 3.1, single NAL + FU-A.
-pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 /// Offers larger than this are refused before parsing (Chrome's full offer is ~8 KB).
 pub const MAX_OFFER_BYTES: usize = 64 * 1024;
@@ -93,7 +94,9 @@ pub fn prepare_offer(offer: &str) -> Result<PreparedOffer, SdpError> {
         .any(|l| is_trickle_option(l));
     let video_mid = mid_of(body);
 
-    let first_mid = sections.first().and_then(|s| mid_of(&lines[s.start..s.end]));
+    let first_mid = sections
+        .first()
+        .and_then(|s| mid_of(&lines[s.start..s.end]));
 
     let sdp = rewrite(&lines, video, chosen.pt);
     Ok(PreparedOffer {
@@ -198,7 +201,9 @@ fn score(c: &H264Candidate) -> Option<u8> {
     let param = |key: &str| {
         fmtp.split(';').find_map(|kv| {
             let (k, v) = kv.split_once('=')?;
-            k.trim().eq_ignore_ascii_case(key).then(|| v.trim().to_owned())
+            k.trim()
+                .eq_ignore_ascii_case(key)
+                .then(|| v.trim().to_owned())
         })
     };
     if param("packetization-mode").as_deref() != Some("1") {
@@ -224,8 +229,11 @@ fn rewrite(lines: &[&str], video: &Section, pt: u8) -> String {
             let _ = write!(out, "{} {pt}\r\n", head.join(" "));
             continue;
         }
-        if i > video.start && i < video.end {
-            if let Some(line_pt) = payload_type_attribute(line) {
+        if i > video.start
+            && i < video.end
+            && let Some(line_pt) = payload_type_attribute(line)
+        {
+            {
                 if line_pt != pt {
                     continue;
                 }
@@ -293,7 +301,13 @@ a=rtcp-fb:99 nack pli\r\na=rtcp-fb:99 ccm fir\r\n";
         assert_eq!(p.video_mid.as_deref(), Some("0"));
         assert!(p.sdp.contains("m=video 9 UDP/TLS/RTP/SAVPF 127\r\n"));
         assert!(p.sdp.contains(&format!("a=fmtp:127 {H264_FMTP}\r\n")));
-        for gone in ["a=rtpmap:96", "a=rtpmap:97", "a=fmtp:97", "a=rtpmap:102", "a=fmtp:103"] {
+        for gone in [
+            "a=rtpmap:96",
+            "a=rtpmap:97",
+            "a=fmtp:97",
+            "a=rtpmap:102",
+            "a=fmtp:103",
+        ] {
             assert!(!p.sdp.contains(gone), "{gone} should be removed");
         }
         assert_eq!(p.sdp.matches("a=fmtp:").count(), 1);
@@ -321,7 +335,10 @@ a=rtcp-fb:99 nack pli\r\na=rtcp-fb:99 ccm fir\r\n";
 
     #[test]
     fn media_level_trickle_counts() {
-        let offer = ALEXA_LIKE.replace("a=mid:video0\r\n", "a=mid:video0\r\na=ice-options:trickle\r\n");
+        let offer = ALEXA_LIKE.replace(
+            "a=mid:video0\r\n",
+            "a=mid:video0\r\na=ice-options:trickle\r\n",
+        );
         assert!(prepare_offer(&offer).unwrap().trickle);
     }
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use rtc::rtp::header::Header;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
 use super::feed::{FrameFeed, KeyframeRequests};
 use super::interceptor::is_keyframe_request;
@@ -99,7 +99,6 @@ impl MediaTask {
             }
         }
     }
-
 }
 
 /// Writes every packet of one frame; false when the track is gone.

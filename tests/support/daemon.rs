@@ -38,7 +38,10 @@ impl Daemon {
             }
         }
         cmd.envs(env.iter().cloned())
-            .env("RUST_LOG", std::env::var("CAMGATE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("CAMGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn camgate");
@@ -69,7 +72,12 @@ impl Daemon {
         });
         let url = url_rx
             .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("daemon printed no URL; output:\n{}", output.lock().unwrap().join("\n")));
+            .unwrap_or_else(|_| {
+                panic!(
+                    "daemon printed no URL; output:\n{}",
+                    output.lock().unwrap().join("\n")
+                )
+            });
         Daemon { child, url, output }
     }
 
@@ -87,7 +95,11 @@ impl Daemon {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "daemon not healthy within {within:?}:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon not healthy within {within:?}:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -133,7 +145,11 @@ fn unsafe_kill(pid: u32, signal: i32) {
 }
 
 /// POSTs an offer to WHEP; returns (status, Location, body).
-pub async fn whep_post(url: &str, content_type: &str, body: String) -> (u16, Option<String>, String) {
+pub async fn whep_post(
+    url: &str,
+    content_type: &str,
+    body: String,
+) -> (u16, Option<String>, String) {
     let r = reqwest::Client::new()
         .post(url)
         .header("content-type", content_type)

@@ -12,7 +12,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
-use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::shared::marshal::Marshal;
 use tokio::sync::{mpsc, watch};
@@ -40,7 +42,9 @@ pub struct Decoded {
 
 /// The NAL types an H.264 RTP payload carries (RFC 6184: single NAL, STAP-A 24, FU-A 28).
 pub fn payload_nal_types(payload: &[u8]) -> Vec<u8> {
-    let Some(&first) = payload.first() else { return vec![] };
+    let Some(&first) = payload.first() else {
+        return vec![];
+    };
     match first & 0x1f {
         24 => {
             let mut types = Vec::new();
@@ -92,7 +96,11 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 /// Feeds every RTP packet of the track into rtph264depay ! avdec_h264 and counts frames.
-async fn receive(track: Arc<dyn TrackRemote>, decoded: Arc<Mutex<Decoded>>, tx: watch::Sender<u64>) {
+async fn receive(
+    track: Arc<dyn TrackRemote>,
+    decoded: Arc<Mutex<Decoded>>,
+    tx: watch::Sender<u64>,
+) {
     let mut decoder: Option<Decoder> = None;
     while let Some(event) = track.poll().await {
         match event {
@@ -158,7 +166,10 @@ impl Decoder {
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                     let mut d = d2.lock().unwrap();
-                    if let Some(s) = sample.caps().and_then(|c| c.structure(0).map(|s| s.to_owned())) {
+                    if let Some(s) = sample
+                        .caps()
+                        .and_then(|c| c.structure(0).map(|s| s.to_owned()))
+                    {
                         d.width = s.get::<i32>("width").unwrap_or(0) as u32;
                         d.height = s.get::<i32>("height").unwrap_or(0) as u32;
                     }
@@ -175,7 +186,10 @@ impl Decoder {
             for msg in bus.iter_timed(gst::ClockTime::NONE) {
                 match msg.view() {
                     gst::MessageView::Error(e) => {
-                        d3.lock().unwrap().errors.push(format!("{} ({:?})", e.error(), e.debug()));
+                        d3.lock()
+                            .unwrap()
+                            .errors
+                            .push(format!("{} ({:?})", e.error(), e.debug()));
                     }
                     gst::MessageView::Eos(_) => break,
                     _ => {}
@@ -216,7 +230,10 @@ impl TestViewer {
     /// (packetization-mode 1, constrained baseline) as browsers do.
     pub async fn new(pt: u8) -> TestViewer {
         let mut media = MediaEngine::default();
-        let fb = |t: &str, p: &str| RTCPFeedback { typ: t.into(), parameter: p.into() };
+        let fb = |t: &str, p: &str| RTCPFeedback {
+            typ: t.into(),
+            parameter: p.into(),
+        };
         media
             .register_codec(
                 RTCRtpCodecParameters {
@@ -224,7 +241,9 @@ impl TestViewer {
                         mime_type: MIME_TYPE_H264.into(),
                         clock_rate: 90_000,
                         channels: 0,
-                        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
+                        sdp_fmtp_line:
+                            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+                                .into(),
                         rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
                     },
                     payload_type: pt,
@@ -249,7 +268,11 @@ impl TestViewer {
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
-            .with_setting_engine(SettingEngineBuilder::new().with_include_loopback_candidate(true).build())
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_include_loopback_candidate(true)
+                    .build(),
+            )
             .with_handler(handler)
             .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
             .build()
@@ -265,7 +288,14 @@ impl TestViewer {
         )
         .await
         .unwrap();
-        TestViewer { pc, state, gathered, candidates: Mutex::new(cand_rx), decoded, decoded_rx }
+        TestViewer {
+            pc,
+            state,
+            gathered,
+            candidates: Mutex::new(cand_rx),
+            decoded,
+            decoded_rx,
+        }
     }
 
     /// Creates the offer. With `complete`, waits for gathering so the offer carries our
@@ -298,7 +328,11 @@ impl TestViewer {
     pub async fn wait_connected(&self, within: Duration) -> bool {
         let mut s = self.state.clone();
         matches!(
-            tokio::time::timeout(within, s.wait_for(|s| *s == RTCPeerConnectionState::Connected)).await,
+            tokio::time::timeout(
+                within,
+                s.wait_for(|s| *s == RTCPeerConnectionState::Connected)
+            )
+            .await,
             Ok(Ok(_))
         )
     }

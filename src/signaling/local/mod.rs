@@ -22,8 +22,17 @@ pub fn router(sessions: Arc<SessionManager>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::POST, Method::DELETE, Method::PATCH, Method::OPTIONS])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::IF_MATCH])
-        .expose_headers([header::LOCATION, header::ETAG, header::LINK, header::RETRY_AFTER]);
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            header::RETRY_AFTER,
+        ]);
     Router::new()
         .route("/", get(page))
         .route("/whep", post(whep::post).options(options))
