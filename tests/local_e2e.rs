@@ -312,3 +312,75 @@ fn bad_config_exits_non_zero_and_names_the_key() {
         "{text}"
     );
 }
+
+/// An H.264 IP camera is relayed as is: no encoder in the daemon's pipeline, frames decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rtsp_camera_is_passed_through_without_an_encoder() {
+    gstreamer::init().unwrap();
+    let camera = support::rtsp::RtspServer::start(
+        "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 \
+         ! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+    );
+    let url = camera.url();
+    let d = Daemon::start(
+        &env_with(&[("CAMGATE__SOURCE__KIND", "rtsp"), ("CAMGATE__SOURCE__URL", &url)]),
+        &[],
+    );
+    d.wait_healthy(Duration::from_secs(20)).await;
+    let health: serde_json::Value = reqwest::get(d.endpoint("healthz")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["passthrough"], true, "{health}");
+    assert!(health["encoder"].is_null(), "no encoder expected: {health}");
+
+    let (v, _, _) = join(&d, 102).await;
+    let got = v.wait_frames(20, Duration::from_secs(20)).await;
+    assert!(got.frames >= 20, "decoded {} frames from the relayed camera\n{}", got.frames, d.log());
+    assert_eq!((got.width, got.height), (320, 240), "camera's own size is kept");
+    assert!(got.errors.is_empty(), "{:?}", got.errors);
+}
+
+/// The camera goes away and comes back: health says why it is down, the viewer stays
+/// connected through it and decodes again once the camera is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn viewer_survives_a_camera_outage() {
+    gstreamer::init().unwrap();
+    let camera = support::rtsp::RtspServer::start(
+        "( videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 \
+         ! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+    );
+    let url = camera.url();
+    let d = Daemon::start(
+        &env_with(&[
+            ("CAMGATE__SOURCE__KIND", "rtsp"),
+            ("CAMGATE__SOURCE__URL", &url),
+            ("CAMGATE__SOURCE__STALL_TIMEOUT_S", "2"),
+        ]),
+        &[],
+    );
+    d.wait_healthy(Duration::from_secs(20)).await;
+    let (v, _, _) = join(&d, 102).await;
+    assert!(v.wait_frames(10, Duration::from_secs(20)).await.frames >= 10);
+
+    camera.take_down();
+    // Health turns 503 with a reason a person can act on.
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reason = loop {
+        let r = client.get(d.endpoint("healthz")).send().await.unwrap();
+        if r.status() == 503 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            break body["reason"].as_str().unwrap_or_default().to_string();
+        }
+        assert!(Instant::now() < deadline, "health never reported the outage");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(reason.contains("no video from the camera"), "{reason}");
+
+    camera.bring_back();
+    let before = v.decoded().frames;
+    let got = v.wait_frames(before + 15, Duration::from_secs(30)).await;
+    assert!(got.frames >= before + 15, "viewer did not get the stream back ({} -> {})\n{}", before, got.frames, d.log());
+    assert!(v.wait_connected(Duration::from_millis(10)).await, "viewer should have stayed connected");
+    d.wait_healthy(Duration::from_secs(10)).await;
+}
