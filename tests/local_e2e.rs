@@ -324,18 +324,35 @@ async fn rtsp_camera_is_passed_through_without_an_encoder() {
     );
     let url = camera.url();
     let d = Daemon::start(
-        &env_with(&[("CAMGATE__SOURCE__KIND", "rtsp"), ("CAMGATE__SOURCE__URL", &url)]),
+        &env_with(&[
+            ("CAMGATE__SOURCE__KIND", "rtsp"),
+            ("CAMGATE__SOURCE__URL", &url),
+        ]),
         &[],
     );
     d.wait_healthy(Duration::from_secs(20)).await;
-    let health: serde_json::Value = reqwest::get(d.endpoint("healthz")).await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = reqwest::get(d.endpoint("healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["passthrough"], true, "{health}");
     assert!(health["encoder"].is_null(), "no encoder expected: {health}");
 
     let (v, _, _) = join(&d, 102).await;
     let got = v.wait_frames(20, Duration::from_secs(20)).await;
-    assert!(got.frames >= 20, "decoded {} frames from the relayed camera\n{}", got.frames, d.log());
-    assert_eq!((got.width, got.height), (320, 240), "camera's own size is kept");
+    assert!(
+        got.frames >= 20,
+        "decoded {} frames from the relayed camera\n{}",
+        got.frames,
+        d.log()
+    );
+    assert_eq!(
+        (got.width, got.height),
+        (320, 240),
+        "camera's own size is kept"
+    );
     assert!(got.errors.is_empty(), "{:?}", got.errors);
 }
 
@@ -372,7 +389,10 @@ async fn viewer_survives_a_camera_outage() {
             let body: serde_json::Value = r.json().await.unwrap();
             break body["reason"].as_str().unwrap_or_default().to_string();
         }
-        assert!(Instant::now() < deadline, "health never reported the outage");
+        assert!(
+            Instant::now() < deadline,
+            "health never reported the outage"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(reason.contains("no video from the camera"), "{reason}");
@@ -380,7 +400,197 @@ async fn viewer_survives_a_camera_outage() {
     camera.bring_back();
     let before = v.decoded().frames;
     let got = v.wait_frames(before + 15, Duration::from_secs(30)).await;
-    assert!(got.frames >= before + 15, "viewer did not get the stream back ({} -> {})\n{}", before, got.frames, d.log());
-    assert!(v.wait_connected(Duration::from_millis(10)).await, "viewer should have stayed connected");
+    assert!(
+        got.frames >= before + 15,
+        "viewer did not get the stream back ({} -> {})\n{}",
+        before,
+        got.frames,
+        d.log()
+    );
+    assert!(
+        v.wait_connected(Duration::from_millis(10)).await,
+        "viewer should have stayed connected"
+    );
     d.wait_healthy(Duration::from_secs(10)).await;
+}
+
+/// A decoder that lost data sends PLI; the daemon answers with a fresh keyframe, and a burst
+/// of requests is merged rather than turned into a burst of keyframes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pli_brings_a_fresh_keyframe_and_bursts_are_coalesced() {
+    // Keyframes every 10 s on their own, so any keyframe within a second is ours.
+    let d = Daemon::start(
+        &env_with(&[("CAMGATE__ENCODER__KEYFRAME_INTERVAL_S", "10")]),
+        &[],
+    );
+    d.wait_healthy(Duration::from_secs(15)).await;
+    let (v, _, _) = join(&d, 102).await;
+    assert!(v.wait_frames(10, Duration::from_secs(20)).await.frames >= 10);
+    let k0 = v.decoded().keyframes;
+    assert_eq!(k0, 1, "one keyframe at join");
+
+    v.send_pli().await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while v.decoded().keyframes == k0 {
+        assert!(Instant::now() < deadline, "no keyframe within 2 s of a PLI");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Ten PLIs at once: one keyframe now, at most one more after the 500 ms window.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let k1 = v.decoded().keyframes;
+    for _ in 0..10 {
+        v.send_pli().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // observing a count over a window
+    let burst = v.decoded().keyframes - k1;
+    assert!((1..=2).contains(&burst), "10 PLIs gave {burst} keyframes");
+
+    let stats: serde_json::Value = reqwest::get(d.endpoint("stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["sessions"][0]["keyframe_requests"], 11, "{stats}");
+}
+
+/// Not a test on its own: the body of a viewer *process* that
+/// `a_vanished_viewer_is_dropped_and_its_slot_freed` starts and then kills with SIGKILL, so the
+/// daemon gets no goodbye of any kind (no DELETE, no DTLS close), as with a crashed app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper process; run by a_vanished_viewer_is_dropped_and_its_slot_freed"]
+async fn viewer_process() {
+    let whep = std::env::var("CAMGATE_TEST_WHEP").expect("CAMGATE_TEST_WHEP");
+    let v = TestViewer::new(102).await;
+    let offer = v.offer(true).await;
+    let (status, _, answer) = whep_post(&whep, SDP, offer).await;
+    assert_eq!(status, 201);
+    v.accept_answer(&answer).await;
+    assert!(v.wait_frames(5, Duration::from_secs(20)).await.frames >= 5);
+    println!("VIEWER-DECODING");
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vanished_viewer_is_dropped_and_its_slot_freed() {
+    use std::io::{BufRead, BufReader};
+    let d = Daemon::start(&env_with(&[("CAMGATE__WEBRTC__MAX_VIEWERS", "1")]), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["viewer_process", "--exact", "--ignored", "--nocapture"])
+        .env("CAMGATE_TEST_WHEP", d.endpoint("whep"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let decoding = lines.any(|l| l.map(|l| l.contains("VIEWER-DECODING")).unwrap_or(false));
+    assert!(decoding, "viewer process never decoded");
+
+    // The slot is taken...
+    let other = TestViewer::new(102).await;
+    let offer = other.offer(true).await;
+    let (status, _, _) = whep_post(&d.endpoint("whep"), SDP, offer.clone()).await;
+    assert_eq!(status, 503);
+
+    // ...until the viewer vanishes without a word and ICE gives up on it.
+    child.kill().unwrap();
+    let _ = child.wait();
+    let gone = Instant::now();
+    loop {
+        let stats: serde_json::Value = reqwest::get(d.endpoint("stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stats["sessions"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(30),
+            "session still alive 30 s after the viewer vanished: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "MEASURE vanished viewer dropped after {:.1} s",
+        gone.elapsed().as_secs_f64()
+    );
+    let (status, _, body) = whep_post(&d.endpoint("whep"), SDP, offer).await;
+    assert_eq!(status, 201, "slot not freed: {body}");
+}
+
+/// (open fds, threads, RSS in KiB) of a process, from /proc.
+fn proc_usage(pid: u32) -> (usize, usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (fds, field("Threads:") as usize, field("VmRSS:"))
+}
+
+/// A hundred viewers come and go: every socket, task and byte they used is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_joins_and_leaves_leak_no_sockets_threads_or_memory() {
+    let d = Daemon::start(&test_env(), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+    let client = reqwest::Client::new();
+    let cycle = || async {
+        let v = TestViewer::new(102).await;
+        let offer = v.offer(true).await;
+        let (status, location, answer) = whep_post(&d.endpoint("whep"), SDP, offer).await;
+        assert_eq!(status, 201, "{answer}");
+        v.accept_answer(&answer).await;
+        assert!(
+            v.wait_connected(Duration::from_secs(10)).await,
+            "viewer did not connect"
+        );
+        let r = client
+            .delete(d.endpoint(&location.unwrap()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        v.close().await;
+    };
+    // Warm up allocator pools and lazily started threads before taking the baseline.
+    for _ in 0..10 {
+        cycle().await;
+    }
+    let (fd0, th0, rss0) = proc_usage(d.pid());
+    let started = Instant::now();
+    for _ in 0..100 {
+        cycle().await;
+    }
+    let (fd1, th1, rss1) = proc_usage(d.pid());
+    eprintln!(
+        "MEASURE 100 join/leave cycles in {:.1} s: fds {fd0}->{fd1}, threads {th0}->{th1}, RSS {} -> {} KiB",
+        started.elapsed().as_secs_f64(),
+        rss0,
+        rss1
+    );
+    let stats: serde_json::Value = client
+        .get(d.endpoint("stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["sessions"].as_array().unwrap().len(), 0, "{stats}");
+    assert!(fd1 <= fd0 + 4, "file descriptors grew from {fd0} to {fd1}");
+    assert!(th1 <= th0 + 4, "threads grew from {th0} to {th1}");
+    assert!(
+        rss1 < rss0 + 16 * 1024,
+        "RSS grew from {rss0} KiB to {rss1} KiB"
+    );
 }

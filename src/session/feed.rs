@@ -114,3 +114,24 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    /// A viewer that stops reading costs the others nothing: the publisher never waits, the
+    /// reader keeps up, and the stuck one is told how much it missed.
+    #[test]
+    fn a_stuck_reader_never_blocks_the_others() {
+        let feed = FrameFeed::new(4);
+        let mut live = feed.subscribe();
+        let mut stuck = feed.subscribe();
+        for _ in 0..100 {
+            feed.publish(Arc::new(Frame::new()));
+            assert!(live.try_recv().is_ok());
+        }
+        assert_eq!(feed.published(), 100);
+        assert!(matches!(stuck.try_recv(), Err(TryRecvError::Lagged(96))));
+    }
+}

@@ -20,6 +20,48 @@ use super::feed::{FrameFeed, KeyframeRequests};
 use super::interceptor::is_keyframe_request;
 use crate::rtp::{Frame, Stamper};
 
+/// Decides, frame by frame, whether a viewer gets a frame (sans-IO).
+///
+/// A viewer starts at a keyframe, and after losing frames it waits for the next keyframe: a
+/// P-frame whose reference the decoder never saw only produces a smeared picture.
+#[derive(Debug)]
+pub struct KeyframeGate {
+    waiting: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum GateDecision {
+    Send,
+    /// Skip this frame (waiting for a keyframe).
+    Skip,
+}
+
+impl Default for KeyframeGate {
+    fn default() -> Self {
+        Self { waiting: true }
+    }
+}
+
+impl KeyframeGate {
+    pub fn on_frame(&mut self, keyframe: bool) -> GateDecision {
+        if self.waiting && !keyframe {
+            return GateDecision::Skip;
+        }
+        self.waiting = false;
+        GateDecision::Send
+    }
+
+    /// Frames were lost (the viewer fell behind the shared ring). Returns true when this
+    /// starts a new wait, i.e. when a keyframe should be requested.
+    pub fn on_loss(&mut self) -> bool {
+        !std::mem::replace(&mut self.waiting, true)
+    }
+
+    pub fn waiting(&self) -> bool {
+        self.waiting
+    }
+}
+
 /// Counters for one viewer, readable while it runs.
 #[derive(Debug, Default)]
 pub struct ViewerCounters {
@@ -56,7 +98,7 @@ impl MediaTask {
         } = self;
         let started = Instant::now();
         let mut rx = feed.subscribe();
-        let mut need_keyframe = true;
+        let mut gate = KeyframeGate::default();
         keyframes.request();
         loop {
             tokio::select! {
@@ -74,12 +116,12 @@ impl MediaTask {
                 },
                 next = rx.recv() => match next {
                     Ok(frame) => {
-                        if need_keyframe && !frame.is_keyframe() {
+                        let first = gate.waiting();
+                        if gate.on_frame(frame.is_keyframe()) == GateDecision::Skip {
                             counters.frames_skipped.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
-                        if need_keyframe {
-                            need_keyframe = false;
+                        if first {
                             let ms = started.elapsed().as_millis() as u64;
                             let _ = counters.first_frame_ms.compare_exchange(
                                 0, ms.max(1), Ordering::Relaxed, Ordering::Relaxed);
@@ -91,8 +133,9 @@ impl MediaTask {
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "viewer fell behind; skipping to the next keyframe");
                         counters.frames_skipped.fetch_add(missed, Ordering::Relaxed);
-                        need_keyframe = true;
-                        keyframes.request();
+                        if gate.on_loss() {
+                            keyframes.request();
+                        }
                     }
                     Err(RecvError::Closed) => break,
                 },
@@ -144,4 +187,32 @@ async fn send(
     }
     counters.frames_sent.fetch_add(1, Ordering::Relaxed);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_at_a_keyframe() {
+        let mut g = KeyframeGate::default();
+        assert_eq!(g.on_frame(false), GateDecision::Skip);
+        assert_eq!(g.on_frame(false), GateDecision::Skip);
+        assert_eq!(g.on_frame(true), GateDecision::Send);
+        assert_eq!(g.on_frame(false), GateDecision::Send);
+    }
+
+    #[test]
+    fn after_a_loss_waits_for_the_next_keyframe_and_asks_once() {
+        let mut g = KeyframeGate::default();
+        g.on_frame(true);
+        assert!(g.on_loss(), "first loss asks for a keyframe");
+        assert!(
+            !g.on_loss(),
+            "a second loss while waiting does not ask again"
+        );
+        assert_eq!(g.on_frame(false), GateDecision::Skip);
+        assert_eq!(g.on_frame(true), GateDecision::Send);
+        assert_eq!(g.on_frame(false), GateDecision::Send);
+    }
 }

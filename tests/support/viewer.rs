@@ -35,6 +35,9 @@ pub struct Decoded {
     pub rtp_packets: u64,
     pub payload_type: Option<u8>,
     pub ssrc: Option<u32>,
+    /// Keyframes received (packets that carry an SPS: the packetizer sends SPS/PPS before
+    /// every IDR).
+    pub keyframes: u64,
     /// NAL unit types carried by the first RTP packet (inside a STAP-A: its aggregated NALs).
     pub first_packet_nals: Vec<u8>,
     pub errors: Vec<String>,
@@ -69,6 +72,7 @@ struct Handler {
     candidates: mpsc::UnboundedSender<String>,
     decoded: Arc<Mutex<Decoded>>,
     decoded_tx: watch::Sender<u64>,
+    track: Arc<Mutex<Option<Arc<dyn TrackRemote>>>>,
 }
 
 #[async_trait::async_trait]
@@ -89,6 +93,7 @@ impl PeerConnectionEventHandler for Handler {
         let _ = self.state.send(state);
     }
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        *self.track.lock().unwrap() = Some(track.clone());
         let decoded = self.decoded.clone();
         let tx = self.decoded_tx.clone();
         tokio::spawn(async move { receive(track, decoded, tx).await });
@@ -108,8 +113,12 @@ async fn receive(
                 let pt = packet.header.payload_type;
                 {
                     let mut d = decoded.lock().unwrap();
+                    let nals = payload_nal_types(&packet.payload);
+                    if nals.contains(&7) {
+                        d.keyframes += 1;
+                    }
                     if d.rtp_packets == 0 {
-                        d.first_packet_nals = payload_nal_types(&packet.payload);
+                        d.first_packet_nals = nals;
                     }
                     d.rtp_packets += 1;
                     d.payload_type = Some(pt);
@@ -223,6 +232,7 @@ pub struct TestViewer {
     pub candidates: Mutex<mpsc::UnboundedReceiver<String>>,
     decoded: Arc<Mutex<Decoded>>,
     decoded_rx: watch::Receiver<u64>,
+    track: Arc<Mutex<Option<Arc<dyn TrackRemote>>>>,
 }
 
 impl TestViewer {
@@ -258,12 +268,14 @@ impl TestViewer {
         let (cand_tx, cand_rx) = mpsc::unbounded_channel();
         let decoded = Arc::new(Mutex::new(Decoded::default()));
         let (decoded_tx, decoded_rx) = watch::channel(0);
+        let track = Arc::new(Mutex::new(None));
         let handler = Arc::new(Handler {
             state: state_tx,
             gathered: gathered_tx,
             candidates: cand_tx,
             decoded: decoded.clone(),
             decoded_tx,
+            track: track.clone(),
         });
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(media)
@@ -295,6 +307,7 @@ impl TestViewer {
             candidates: Mutex::new(cand_rx),
             decoded,
             decoded_rx,
+            track,
         }
     }
 
@@ -350,6 +363,20 @@ impl TestViewer {
 
     pub fn state(&self) -> RTCPeerConnectionState {
         *self.state.borrow()
+    }
+
+    /// Sends a Picture Loss Indication for the received stream, as a decoder that lost data does.
+    pub async fn send_pli(&self) {
+        use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+        let track = self.track.lock().unwrap().clone().expect("no track yet");
+        let media_ssrc = self.decoded().ssrc.expect("no RTP yet");
+        track
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            })])
+            .await
+            .unwrap();
     }
 
     pub async fn close(&self) {
