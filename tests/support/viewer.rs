@@ -33,6 +33,7 @@ pub struct Decoded {
     pub height: u32,
     pub first_frame_at: Option<Instant>,
     pub rtp_packets: u64,
+    pub rtp_bytes: u64,
     pub payload_type: Option<u8>,
     pub ssrc: Option<u32>,
     /// Keyframes received (packets that carry an SPS: the packetizer sends SPS/PPS before
@@ -73,6 +74,7 @@ struct Handler {
     decoded: Arc<Mutex<Decoded>>,
     decoded_tx: watch::Sender<u64>,
     track: Arc<Mutex<Option<Arc<dyn TrackRemote>>>>,
+    decode: bool,
 }
 
 #[async_trait::async_trait]
@@ -96,7 +98,8 @@ impl PeerConnectionEventHandler for Handler {
         *self.track.lock().unwrap() = Some(track.clone());
         let decoded = self.decoded.clone();
         let tx = self.decoded_tx.clone();
-        tokio::spawn(async move { receive(track, decoded, tx).await });
+        let decode = self.decode;
+        tokio::spawn(async move { receive(track, decoded, tx, decode).await });
     }
 }
 
@@ -105,6 +108,7 @@ async fn receive(
     track: Arc<dyn TrackRemote>,
     decoded: Arc<Mutex<Decoded>>,
     tx: watch::Sender<u64>,
+    decode: bool,
 ) {
     let mut decoder: Option<Decoder> = None;
     while let Some(event) = track.poll().await {
@@ -121,8 +125,12 @@ async fn receive(
                         d.first_packet_nals = nals;
                     }
                     d.rtp_packets += 1;
+                    d.rtp_bytes += packet.payload.len() as u64;
                     d.payload_type = Some(pt);
                     d.ssrc = Some(packet.header.ssrc);
+                }
+                if !decode {
+                    continue;
                 }
                 let dec = match &decoder {
                     Some(d) => d,
@@ -239,6 +247,12 @@ impl TestViewer {
     /// A receive-only viewer bound to 127.0.0.1, offering H.264 on `pt`
     /// (packetization-mode 1, constrained baseline) as browsers do.
     pub async fn new(pt: u8) -> TestViewer {
+        Self::with_decoder(pt, true).await
+    }
+
+    /// `decode = false`: count RTP only (load tests, where decoding would eat the CPU that
+    /// is being measured).
+    pub async fn with_decoder(pt: u8, decode: bool) -> TestViewer {
         let mut media = MediaEngine::default();
         let fb = |t: &str, p: &str| RTCPFeedback {
             typ: t.into(),
@@ -276,6 +290,7 @@ impl TestViewer {
             decoded: decoded.clone(),
             decoded_tx,
             track: track.clone(),
+            decode,
         });
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(media)
