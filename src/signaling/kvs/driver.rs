@@ -321,6 +321,17 @@ impl Driver {
 
     async fn internal(&mut self, msg: Internal) {
         let now = Instant::now();
+        if matches!(
+            msg,
+            Internal::Described(..) | Internal::Endpoints(..) | Internal::IceConfig { .. }
+        ) && let Some((server_date, local_date)) = self.control.last_server_clock()
+        {
+            self.event(Event::ServerClock {
+                server_date,
+                local_date,
+            })
+            .await;
+        }
         match msg {
             Internal::Described(r, at) => {
                 let r = r.map_err(|e| self.api_failure(&e, at));
@@ -370,6 +381,10 @@ impl Driver {
                     }
                     Err((why, f)) => {
                         warn!("KVS: WebSocket connect failed: {why}");
+                        if f == Failure::Denied {
+                            // Maybe revoked or rotated: fetch fresh ones for the next attempt.
+                            self.control.invalidate_credentials().await;
+                        }
                         self.stats.error(why);
                         self.event(Event::ConnectFailed(f)).await;
                     }
