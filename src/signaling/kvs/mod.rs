@@ -12,6 +12,7 @@ pub mod ice_refresh;
 pub mod iot;
 pub mod machine;
 pub mod message;
+pub mod outbox;
 pub mod pending;
 pub mod presign;
 pub mod stats;
