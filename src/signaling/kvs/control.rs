@@ -199,6 +199,7 @@ impl ControlPlane {
     /// Resolves region and credentials provider (no network I/O except what the provider chain
     /// does to find a region).
     pub async fn new(opts: &KvsOptions) -> Result<Self, ControlError> {
+        super::install_crypto_provider();
         let channel = match (&opts.channel_arn, &opts.channel_name) {
             (Some(arn), _) if !arn.is_empty() => ChannelRef::Arn(arn.clone()),
             (_, Some(name)) if !name.is_empty() => ChannelRef::Name(name.clone()),

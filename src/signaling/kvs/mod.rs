@@ -17,6 +17,19 @@ pub mod pending;
 pub mod presign;
 pub mod stats;
 
+/// Makes aws-lc-rs the process-wide rustls provider unless one is installed already.
+///
+/// webrtc turns on rustls' `ring` backend and the AWS crates `aws-lc-rs`; with both compiled in,
+/// rustls refuses to guess and any TLS client built without an explicit provider (the `wss://`
+/// connect in tokio-tungstenite) panics. Called by [`KvsMaster::start`] and [`check`]; the
+/// application may call it earlier. Idempotent.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race against another installer is fine: some provider is then in place.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}
+
 /// Where SDP offers go: the session layer implements this.
 #[async_trait::async_trait]
 pub trait OfferHandler: Send + Sync + 'static {

@@ -32,6 +32,8 @@ struct FakeState {
     describes: AtomicUsize,
     endpoint_calls: AtomicUsize,
     ice_calls: AtomicUsize,
+    /// Replaces the WSS endpoint handed out (e.g. a TLS listener).
+    wss_override: std::sync::Mutex<Option<String>>,
 }
 
 struct Fake {
@@ -72,8 +74,14 @@ async fn endpoints(State(s): State<Arc<FakeState>>, body: String) -> impl IntoRe
         v["SingleMasterChannelEndpointConfiguration"]["Role"],
         "MASTER"
     );
+    let wss = s
+        .wss_override
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_else(|| format!("ws://{}", s.ws_addr));
     json!({"ResourceEndpointList": [
-        {"Protocol": "WSS", "ResourceEndpoint": format!("ws://{}", s.ws_addr)},
+        {"Protocol": "WSS", "ResourceEndpoint": wss},
         {"Protocol": "HTTPS", "ResourceEndpoint": format!("http://{}", s.http_addr)}]})
     .to_string()
 }
@@ -99,6 +107,7 @@ impl Fake {
             describes: AtomicUsize::new(0),
             endpoint_calls: AtomicUsize::new(0),
             ice_calls: AtomicUsize::new(0),
+            wss_override: std::sync::Mutex::new(None),
         });
         let app = axum::Router::new()
             .route("/describeSignalingChannel", post(describe))
@@ -453,4 +462,44 @@ async fn check_reports_missing_channel_configuration() {
     let failed = report.failure().unwrap();
     assert_eq!(failed.name, "configuration");
     assert!(failed.detail.contains("no channel"), "{}", failed.detail);
+}
+
+#[tokio::test]
+async fn wss_to_an_untrusted_server_fails_cleanly() {
+    // webrtc and the AWS crates compile two rustls backends in; a TLS client without an explicit
+    // provider would panic here instead of reporting the certificate problem.
+    let fake = Fake::start().await;
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(signing_key.serialize_der())
+            .unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+    *fake.state.wss_override.lock().unwrap() = Some(format!("wss://{addr}"));
+    let report = check(&fake.options()).await;
+    let failed = report
+        .failure()
+        .expect("an untrusted certificate must fail");
+    assert_eq!(failed.name, "websocket", "{report}");
+    assert!(
+        failed.detail.contains("cannot open the WebSocket"),
+        "{}",
+        failed.detail
+    );
 }
