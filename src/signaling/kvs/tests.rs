@@ -431,6 +431,7 @@ async fn check_walks_every_step_and_names_a_missing_channel() {
     let fake = Fake::start().await;
     let report = check(&fake.options()).await;
     assert!(report.ok(), "{report}");
+    assert!(report.steps[3].detail.contains("in sync"), "{report}");
     let names: Vec<_> = report.steps.iter().map(|s| s.name).collect();
     assert_eq!(
         names,
@@ -438,6 +439,7 @@ async fn check_walks_every_step_and_names_a_missing_channel() {
             "configuration",
             "credentials",
             "describe",
+            "clock",
             "endpoints",
             "ice-config",
             "websocket"
