@@ -1,8 +1,12 @@
 //! Amazon Kinesis Video Streams signaling, master role.
 //!
-//! Layout: sans-IO cores ([`backoff`], [`machine`], [`ice_refresh`], [`message`], [`pending`])
-//! hold every decision and are tested on a virtual clock; [`presign`], [`control`] and [`iot`]
-//! talk to AWS; [`driver`] is the thin tokio task that wires them to a WebSocket.
+//! Layout: sans-IO cores ([`backoff`], [`machine`], [`ice_refresh`], [`message`], [`pending`],
+//! [`outbox`]) hold every decision and are tested on a virtual clock; [`presign`], [`control`]
+//! and [`iot`] talk to AWS; [`driver`] is the thin tokio task that wires them to a WebSocket;
+//! [`check()`] walks the same path step by step for `camgate kvs check`.
+//!
+//! Use: `KvsMaster::start(opts, handler).await?` with an [`OfferHandler`]; read
+//! `master.stats().snapshot()`; `master.stop().await` on shutdown.
 
 pub mod backoff;
 pub mod check;
@@ -21,7 +25,7 @@ pub mod stats;
 ///
 /// webrtc turns on rustls' `ring` backend and the AWS crates `aws-lc-rs`; with both compiled in,
 /// rustls refuses to guess and any TLS client built without an explicit provider (the `wss://`
-/// connect in tokio-tungstenite) panics. Called by [`KvsMaster::start`] and [`check`]; the
+/// connect in tokio-tungstenite) panics. Called by [`KvsMaster::start`] and [`check()`]; the
 /// application may call it earlier. Idempotent.
 pub fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
