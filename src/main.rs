@@ -61,6 +61,9 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // webrtc enables rustls' ring backend and the AWS crates aws-lc-rs; with both compiled in,
+    // a rustls client built without an explicit provider panics. Settle it once, up front.
+    camgate::signaling::kvs::install_crypto_provider();
     let result = match cli.command {
         None => run(cli.run),
         Some(Command::Run(args)) => run(args),

@@ -13,7 +13,8 @@ use super::machine::{Failure, offset_ms};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckStep {
-    /// Short name: `configuration`, `credentials`, `describe`, `endpoints`, `ice-config`, `websocket`.
+    /// Short name: `configuration`, `credentials`, `describe`, `clock`, `endpoints`, `ice-config`,
+    /// `websocket`.
     pub name: &'static str,
     pub ok: bool,
     /// What was found, or the diagnosis.
@@ -128,6 +129,25 @@ pub async fn check(cfg: &KvsOptions) -> CheckReport {
         }
     };
 
+    // The SDK silently corrects its own REST signing for skew; the WebSocket presign is ours, so
+    // measure the clock here, like the master does.
+    let t = Instant::now();
+    let mut offset = 0i64;
+    if let Some((server, local)) = control.last_server_clock() {
+        let ms = offset_ms(server, local);
+        let secs = ms / 1000;
+        let detail = if ms.abs() >= 60_000 {
+            offset = ms;
+            format!(
+                "{}; the master corrects for it, but fix the clock",
+                skew_words(secs)
+            )
+        } else {
+            format!("in sync with AWS (±{} s)", secs.abs().max(1))
+        };
+        report.push("clock", t, Ok(detail));
+    }
+
     let t = Instant::now();
     let endpoints = match control.endpoints(&arn).await {
         Ok(ep) => {
@@ -168,7 +188,7 @@ pub async fn check(cfg: &KvsOptions) -> CheckReport {
     }
 
     let t = Instant::now();
-    match driver::connect(&control, &endpoints.wss, &arn, 0, cfg.connect_timeout).await {
+    match driver::connect(&control, &endpoints.wss, &arn, offset, cfg.connect_timeout).await {
         Ok(mut ws) => {
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),

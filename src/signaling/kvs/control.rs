@@ -2,16 +2,20 @@
 //! connection policy and the operator need: HTTP status, error type, message and the response
 //! `Date` (clock-skew correction).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, timeout::TimeoutConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sdk_kinesisvideo::config::interceptors::BeforeDeserializationInterceptorContextRef;
+use aws_sdk_kinesisvideo::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_kinesisvideo::error::ProvideErrorMetadata;
 use aws_sdk_kinesisvideo::types::{
     ChannelProtocol, ChannelRole, ChannelType, SingleMasterChannelEndpointConfiguration, Status,
 };
 use aws_sdk_kinesisvideosignaling::types::Service;
+use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use tokio::sync::Mutex;
@@ -147,6 +151,36 @@ pub fn region_from_arn(arn: &str) -> Option<&str> {
     (!region.is_empty()).then_some(region)
 }
 
+/// Remembers the `Date` of the last REST response. The SDK corrects its own signing for skew,
+/// but the WebSocket presign is ours: this is how the connection machine learns the service
+/// clock before a handshake fails (the C SDK compares every response's `Date` the same way).
+#[derive(Debug, Clone, Default)]
+struct ServerClock(Arc<std::sync::Mutex<Option<(SystemTime, SystemTime)>>>);
+
+impl Intercept for ServerClock {
+    fn name(&self) -> &'static str {
+        "camgate-server-clock"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let date = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|d| httpdate::parse_http_date(d).ok());
+        if let Some(d) = date {
+            let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            *g = Some((d, SystemTime::now()));
+        }
+        Ok(())
+    }
+}
+
 /// Control-plane and HTTPS-signaling client for one channel.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -158,12 +192,14 @@ pub struct ControlPlane {
     client_id: String,
     creds: SharedCredentialsProvider,
     cached: Mutex<Option<Credentials>>,
+    clock: ServerClock,
 }
 
 impl ControlPlane {
     /// Resolves region and credentials provider (no network I/O except what the provider chain
     /// does to find a region).
     pub async fn new(opts: &KvsOptions) -> Result<Self, ControlError> {
+        super::install_crypto_provider();
         let channel = match (&opts.channel_arn, &opts.channel_name) {
             (Some(arn), _) if !arn.is_empty() => ChannelRef::Arn(arn.clone()),
             (_, Some(name)) if !name.is_empty() => ChannelRef::Name(name.clone()),
@@ -198,7 +234,9 @@ impl ControlPlane {
         let creds = sdk
             .credentials_provider()
             .ok_or_else(|| ControlError::NoCredentials("no credentials provider found".into()))?;
-        let mut kv_conf = aws_sdk_kinesisvideo::config::Builder::from(&sdk);
+        let clock = ServerClock::default();
+        let mut kv_conf =
+            aws_sdk_kinesisvideo::config::Builder::from(&sdk).interceptor(clock.clone());
         if let Some(url) = &opts.endpoint_url {
             kv_conf = kv_conf.endpoint_url(url);
         }
@@ -212,6 +250,7 @@ impl ControlPlane {
             client_id: opts.client_id.clone(),
             creds,
             cached: Mutex::new(None),
+            clock,
         })
     }
 
@@ -221,6 +260,16 @@ impl ControlPlane {
 
     pub fn channel(&self) -> &ChannelRef {
         &self.channel
+    }
+
+    /// `(server Date, local time)` of the most recent REST response.
+    pub fn last_server_clock(&self) -> Option<(SystemTime, SystemTime)> {
+        *self.clock.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forget cached credentials (after the service refused them).
+    pub async fn invalidate_credentials(&self) {
+        *self.cached.lock().await = None;
     }
 
     /// Current credentials for presigning, cached until 5 min before they expire.
@@ -346,6 +395,7 @@ impl ControlPlane {
         const OP: &str = "GetIceServerConfig";
         let conf = aws_sdk_kinesisvideosignaling::config::Builder::from(&self.sdk)
             .endpoint_url(https_endpoint)
+            .interceptor(self.clock.clone())
             .build();
         let client = aws_sdk_kinesisvideosignaling::Client::from_conf(conf);
         let out = client

@@ -21,6 +21,7 @@ use super::control::{ControlError, ControlPlane, classify, is_signature_time_err
 use super::ice_refresh::{IceRefresher, RefreshConfig, TurnServer};
 use super::machine::{Action, Cause, Endpoints, Event, Failure, Machine, MachineConfig, State};
 use super::message::{self, Correlator, Incoming, Rejected};
+use super::outbox::{Outbox, OutboxLimits};
 use super::pending::{PendingCandidates, PendingLimits};
 use super::presign;
 use super::stats::KvsStats;
@@ -120,6 +121,9 @@ struct Driver {
     sessions: HashMap<String, Session>,
     next_generation: u64,
     ws: Option<Box<Ws>>,
+    outbox: Outbox,
+    /// Offer arrival per viewer whose answer is queued, for the offer → answer time.
+    answer_started: HashMap<String, (Instant, bool)>,
     connect_cause: Cause,
     tx: mpsc::Sender<Internal>,
     rx: mpsc::Receiver<Internal>,
@@ -159,6 +163,8 @@ impl Driver {
             sessions: HashMap::new(),
             next_generation: 0,
             ws: None,
+            outbox: Outbox::new(OutboxLimits::default()),
+            answer_started: HashMap::new(),
             connect_cause: Cause::Initial,
             tx,
             rx,
@@ -175,7 +181,12 @@ impl Driver {
         loop {
             let now = Instant::now();
             self.poll_ice_refresh(now);
-            let deadline = [self.machine.deadline(), self.ice.deadline()]
+            let outbox_due = if self.can_send() {
+                self.outbox.deadline(now)
+            } else {
+                None
+            };
+            let deadline = [self.machine.deadline(), self.ice.deadline(), outbox_due]
                 .into_iter()
                 .flatten()
                 .min();
@@ -194,6 +205,7 @@ impl Driver {
                     self.frame(frame).await;
                 }
             }
+            self.flush_outbox().await;
         }
         info!("KVS signaling master stopped");
     }
@@ -321,6 +333,17 @@ impl Driver {
 
     async fn internal(&mut self, msg: Internal) {
         let now = Instant::now();
+        if matches!(
+            msg,
+            Internal::Described(..) | Internal::Endpoints(..) | Internal::IceConfig { .. }
+        ) && let Some((server_date, local_date)) = self.control.last_server_clock()
+        {
+            self.event(Event::ServerClock {
+                server_date,
+                local_date,
+            })
+            .await;
+        }
         match msg {
             Internal::Described(r, at) => {
                 let r = r.map_err(|e| self.api_failure(&e, at));
@@ -370,6 +393,10 @@ impl Driver {
                     }
                     Err((why, f)) => {
                         warn!("KVS: WebSocket connect failed: {why}");
+                        if f == Failure::Denied {
+                            // Maybe revoked or rotated: fetch fresh ones for the next attempt.
+                            self.control.invalidate_credentials().await;
+                        }
                         self.stats.error(why);
                         self.event(Event::ConnectFailed(f)).await;
                     }
@@ -396,8 +423,7 @@ impl Driver {
                 let corr = self.correlation(message::Action::IceCandidate, &client_id);
                 match message::build_candidate(&client_id, &json, Some(&corr)) {
                     Ok(text) => {
-                        debug!(viewer = %client_id, "KVS: sending ICE candidate");
-                        self.send_text(text).await;
+                        self.enqueue(message::Action::IceCandidate, &client_id, text);
                     }
                     Err(e) => {
                         warn!(viewer = %client_id, "KVS: local candidate not sent: {e}");
@@ -448,18 +474,9 @@ impl Driver {
         let corr = self.correlation(message::Action::SdpAnswer, &client_id);
         match message::build_answer(&client_id, &answer, &corr) {
             Ok(text) => {
-                let ms = started.elapsed();
-                if self.send_text(text).await {
-                    self.stats.answered(ms);
-                    info!(
-                        viewer = %client_id,
-                        trickle,
-                        offer_to_answer_ms = ms.as_millis() as u64,
-                        "KVS: answered offer"
-                    );
-                } else {
-                    warn!(viewer = %client_id, "KVS: answer not sent (signaling not connected)");
-                }
+                self.answer_started
+                    .insert(client_id.clone(), (started, trickle));
+                self.enqueue(message::Action::SdpAnswer, &client_id, text);
             }
             Err(e) => {
                 warn!(viewer = %client_id, "KVS: answer not sent: {e}");
@@ -678,20 +695,85 @@ impl Driver {
         });
     }
 
+    fn can_send(&self) -> bool {
+        self.ws.is_some() && self.machine.state() == State::Connected
+    }
+
+    fn enqueue(&mut self, action: message::Action, recipient: &str, text: String) {
+        if let Some(d) = self.outbox.push(Instant::now(), action, recipient, text) {
+            warn!(viewer = %d.recipient, "KVS: {} dropped: {}", d.action.as_str(), d.reason);
+            self.stats.error(format!(
+                "{} to {}: {}",
+                d.action.as_str(),
+                d.recipient,
+                d.reason
+            ));
+        }
+    }
+
+    /// Sends whatever the quotas allow now.
+    async fn flush_outbox(&mut self) {
+        let now = Instant::now();
+        for d in self.outbox.expire(now) {
+            warn!(viewer = %d.recipient, "KVS: {} dropped: {}", d.action.as_str(), d.reason);
+            self.stats.error(format!(
+                "{} to {}: {}",
+                d.action.as_str(),
+                d.recipient,
+                d.reason
+            ));
+            if d.action == message::Action::SdpAnswer {
+                self.answer_started.remove(&d.recipient);
+            }
+        }
+        while self.can_send() {
+            let Some((action, recipient, text)) = self.outbox.pop_ready(Instant::now()) else {
+                break;
+            };
+            if !self.send_text(text).await {
+                warn!(viewer = %recipient, "KVS: {} lost with the connection", action.as_str());
+                break;
+            }
+            match action {
+                message::Action::SdpAnswer => {
+                    if let Some((started, trickle)) = self.answer_started.remove(&recipient) {
+                        let ms = started.elapsed();
+                        self.stats.answered(ms);
+                        info!(
+                            viewer = %recipient,
+                            trickle,
+                            offer_to_answer_ms = ms.as_millis() as u64,
+                            "KVS: answered offer"
+                        );
+                    }
+                }
+                message::Action::IceCandidate => {
+                    debug!(viewer = %recipient, "KVS: sent ICE candidate");
+                }
+            }
+        }
+    }
+
+    /// Sends one message; a failed write is reported to the machine (which reconnects).
     async fn send_text(&mut self, text: String) -> bool {
-        if self.ws.is_none() {
-            return false;
+        match self.send(Message::text(text)).await {
+            None => {
+                self.stats.message_out();
+                true
+            }
+            Some(ev) => {
+                self.event(ev).await;
+                false
+            }
         }
-        let ok = self.send(Message::text(text)).await.is_none();
-        if ok {
-            self.stats.message_out();
-        }
-        ok
     }
 
     /// Writes one frame; returns the event to feed the machine if the write failed.
     async fn send(&mut self, msg: Message) -> Option<Event> {
-        let ws = self.ws.as_mut()?;
+        let Some(ws) = self.ws.as_mut() else {
+            // The machine thinks we are connected but the socket is gone.
+            return Some(Event::SocketError);
+        };
         match tokio::time::timeout(SEND_TIMEOUT, ws.send(msg)).await {
             Ok(Ok(())) => {
                 self.machine.handle(Instant::now(), Event::FrameSent);

@@ -254,4 +254,131 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
     }
+
+    /// A loopback AWS IoT credentials endpoint that insists on a client certificate.
+    mod mtls {
+        use super::*;
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls::server::WebPkiClientVerifier;
+        use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+
+        struct Pki {
+            ca_pem: String,
+            server: (String, String),
+            client: (String, String),
+        }
+
+        fn pki() -> Pki {
+            let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+            let leaf = |san: &str| {
+                let key = KeyPair::generate().unwrap();
+                let cert = CertificateParams::new(vec![san.to_owned()])
+                    .unwrap()
+                    .signed_by(&key, &ca)
+                    .unwrap();
+                (cert.pem(), key.serialize_pem())
+            };
+            Pki {
+                ca_pem: ca.pem(),
+                server: leaf("127.0.0.1"),
+                client: leaf("thing-1"),
+            }
+        }
+
+        /// Serves `requests` HTTP requests; returns each request head it saw.
+        async fn serve(pki: &Pki, requests: usize) -> (u16, tokio::task::JoinHandle<Vec<String>>) {
+            let mut roots = RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+                .unwrap();
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .unwrap();
+            let config = ServerConfig::builder()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(
+                    vec![CertificateDer::from_pem_slice(pki.server.0.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(pki.server.1.as_bytes()).unwrap(),
+                )
+                .unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let task = tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while seen.len() < requests {
+                    let (tcp, _) = listener.accept().await.unwrap();
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        seen.push("handshake refused".to_owned());
+                        continue;
+                    };
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = tls.read(&mut chunk).await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    seen.push(String::from_utf8_lossy(&buf).into_owned());
+                    let body = format!(
+                        r#"{{"credentials":{{"accessKeyId":"ASIA{}","secretAccessKey":"s","sessionToken":"t","expiration":"2099-01-01T00:00:00Z"}}}}"#,
+                        seen.len()
+                    );
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    tls.write_all(resp.as_bytes()).await.unwrap();
+                    let _ = tls.shutdown().await;
+                }
+                seen
+            });
+            (port, task)
+        }
+
+        fn write(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        }
+
+        #[tokio::test]
+        async fn fetches_over_mutual_tls_and_caches() {
+            crate::signaling::kvs::install_crypto_provider();
+            let pki = pki();
+            let dir = std::env::temp_dir().join(format!("camgate-iot-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (port, server) = serve(&pki, 1).await;
+            let provider = IotCredentialsProvider::new(&IotOptions {
+                endpoint: format!("https://127.0.0.1:{port}"),
+                cert: write(&dir, "cert.pem", &pki.client.0),
+                key: write(&dir, "key.pem", &pki.client.1),
+                ca: Some(write(&dir, "ca.pem", &pki.ca_pem)),
+                role_alias: "camgate-role".into(),
+                thing_name: "thing-1".into(),
+            })
+            .unwrap();
+            let c = provider.provide_credentials().await.unwrap();
+            assert_eq!(c.access_key_id(), "ASIA1");
+            assert_eq!(c.session_token(), Some("t"));
+            // Far from expiry: served from the cache, no second request.
+            let again = provider.provide_credentials().await.unwrap();
+            assert_eq!(again.access_key_id(), "ASIA1");
+            let seen = server.await.unwrap();
+            let head = seen[0].to_ascii_lowercase();
+            assert!(
+                head.starts_with("get /role-aliases/camgate-role/credentials "),
+                "{head}"
+            );
+            assert!(head.contains("x-amzn-iot-thingname: thing-1"), "{head}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }

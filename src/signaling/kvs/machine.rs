@@ -169,6 +169,11 @@ pub enum Event {
     FrameSent,
     GoAway,
     ReconnectIceServer,
+    /// The `Date` of a service response and our wall clock when it arrived.
+    ServerClock {
+        server_date: SystemTime,
+        local_date: SystemTime,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +202,9 @@ pub enum Action {
 /// Minimum change in the measured clock offset that justifies an immediate re-sign. A retry with
 /// the same offset would fail the same way, so it goes through backoff instead.
 const SKEW_RETRY_THRESHOLD_MS: i64 = 1_000;
+/// Smaller offsets measured from a `Date` header are noise (1-s resolution, network latency) and
+/// harmless (SigV4 allows ±5 min), so the local clock is used as is.
+const CLOCK_CORRECT_MIN_MS: i64 = 60_000;
 
 pub struct Machine {
     cfg: MachineConfig,
@@ -311,6 +319,20 @@ impl Machine {
                     });
                 }
                 self.state = State::Stopped;
+            }
+            (
+                _,
+                Event::ServerClock {
+                    server_date,
+                    local_date,
+                },
+            ) => {
+                let c = offset_ms(server_date, local_date);
+                self.clock_offset_ms = if c.abs() >= CLOCK_CORRECT_MIN_MS {
+                    c
+                } else {
+                    0
+                };
             }
             (State::Idle, Event::Start) => {
                 self.next_cause = Cause::Initial;
@@ -887,6 +909,37 @@ mod tests {
             ),
             "{a:?}"
         );
+    }
+
+    #[test]
+    fn server_date_on_any_response_corrects_presign_time() {
+        let mut r = Rig::new(0.999);
+        r.ev(Event::Start);
+        let local = SystemTime::UNIX_EPOCH + secs(1_700_000_000);
+        // The device clock is 10 min behind: learned from a successful Describe's Date.
+        r.ev(Event::ServerClock {
+            server_date: local + secs(600),
+            local_date: local,
+        });
+        r.ev(Event::Described(Ok(ARN.into())));
+        r.ev(Event::GotEndpoints(Ok(eps())));
+        let a = r.ev(Event::GotIceConfig(Ok(())));
+        assert!(
+            matches!(
+                &a[..],
+                [Action::Connect {
+                    clock_offset_ms: 600_000,
+                    ..
+                }]
+            ),
+            "{a:?}"
+        );
+        // Once NTP fixed the clock, a small difference resets the offset.
+        r.ev(Event::ServerClock {
+            server_date: local + secs(2),
+            local_date: local,
+        });
+        assert_eq!(r.m.clock_offset_ms(), 0);
     }
 
     #[test]

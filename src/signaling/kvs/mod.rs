@@ -1,8 +1,12 @@
 //! Amazon Kinesis Video Streams signaling, master role.
 //!
-//! Layout: sans-IO cores ([`backoff`], [`machine`], [`ice_refresh`], [`message`], [`pending`])
-//! hold every decision and are tested on a virtual clock; [`presign`], [`control`] and [`iot`]
-//! talk to AWS; [`driver`] is the thin tokio task that wires them to a WebSocket.
+//! Layout: sans-IO cores ([`backoff`], [`machine`], [`ice_refresh`], [`message`], [`pending`],
+//! [`outbox`]) hold every decision and are tested on a virtual clock; [`presign`], [`control`]
+//! and [`iot`] talk to AWS; [`driver`] is the thin tokio task that wires them to a WebSocket;
+//! [`check()`] walks the same path step by step for `camgate kvs check`.
+//!
+//! Use: `KvsMaster::start(opts, handler).await?` with an [`OfferHandler`]; read
+//! `master.stats().snapshot()`; `master.stop().await` on shutdown.
 
 pub mod backoff;
 pub mod check;
@@ -12,9 +16,23 @@ pub mod ice_refresh;
 pub mod iot;
 pub mod machine;
 pub mod message;
+pub mod outbox;
 pub mod pending;
 pub mod presign;
 pub mod stats;
+
+/// Makes aws-lc-rs the process-wide rustls provider unless one is installed already.
+///
+/// webrtc turns on rustls' `ring` backend and the AWS crates `aws-lc-rs`; with both compiled in,
+/// rustls refuses to guess and any TLS client built without an explicit provider (the `wss://`
+/// connect in tokio-tungstenite) panics. Called by [`KvsMaster::start`] and [`check()`]; the
+/// application may call it earlier. Idempotent.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race against another installer is fine: some provider is then in place.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}
 
 /// Where SDP offers go: the session layer implements this.
 #[async_trait::async_trait]

@@ -32,6 +32,12 @@ struct FakeState {
     describes: AtomicUsize,
     endpoint_calls: AtomicUsize,
     ice_calls: AtomicUsize,
+    /// Replaces the WSS endpoint handed out (e.g. a TLS listener).
+    wss_override: std::sync::Mutex<Option<String>>,
+    /// Refuse the next WebSocket upgrade with (status, `Date` header, body).
+    refuse_next_ws: Arc<std::sync::Mutex<Option<(u16, String, String)>>>,
+    /// Request URIs of refused upgrades.
+    refused: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 struct Fake {
@@ -72,8 +78,14 @@ async fn endpoints(State(s): State<Arc<FakeState>>, body: String) -> impl IntoRe
         v["SingleMasterChannelEndpointConfiguration"]["Role"],
         "MASTER"
     );
+    let wss = s
+        .wss_override
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_else(|| format!("ws://{}", s.ws_addr));
     json!({"ResourceEndpointList": [
-        {"Protocol": "WSS", "ResourceEndpoint": format!("ws://{}", s.ws_addr)},
+        {"Protocol": "WSS", "ResourceEndpoint": wss},
         {"Protocol": "HTTPS", "ResourceEndpoint": format!("http://{}", s.http_addr)}]})
     .to_string()
 }
@@ -99,6 +111,9 @@ impl Fake {
             describes: AtomicUsize::new(0),
             endpoint_calls: AtomicUsize::new(0),
             ice_calls: AtomicUsize::new(0),
+            wss_override: std::sync::Mutex::new(None),
+            refuse_next_ws: Arc::default(),
+            refused: Arc::default(),
         });
         let app = axum::Router::new()
             .route("/describeSignalingChannel", post(describe))
@@ -107,14 +122,23 @@ impl Fake {
             .with_state(state.clone());
         tokio::spawn(async move { axum::serve(http, app).await });
         let (tx, conns) = mpsc::channel(8);
+        let (refuse, refused) = (state.refuse_next_ws.clone(), state.refused.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = ws.accept().await {
                 let uri = Arc::new(std::sync::Mutex::new(String::new()));
                 let u = uri.clone();
+                let (refuse, refused) = (refuse.clone(), refused.clone());
                 #[allow(clippy::result_large_err)] // the signature is tungstenite's
                 let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
                                resp| {
                     *u.lock().unwrap() = req.uri().to_string();
+                    if let Some((status, date, body)) = refuse.lock().unwrap().take() {
+                        refused.lock().unwrap().push(req.uri().to_string());
+                        let mut r = tokio_tungstenite::tungstenite::http::Response::new(Some(body));
+                        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                        r.headers_mut().insert("date", date.parse().unwrap());
+                        return Err(r);
+                    }
                     Ok(resp)
                 };
                 if let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, cb).await {
@@ -422,6 +446,7 @@ async fn check_walks_every_step_and_names_a_missing_channel() {
     let fake = Fake::start().await;
     let report = check(&fake.options()).await;
     assert!(report.ok(), "{report}");
+    assert!(report.steps[3].detail.contains("in sync"), "{report}");
     let names: Vec<_> = report.steps.iter().map(|s| s.name).collect();
     assert_eq!(
         names,
@@ -429,6 +454,7 @@ async fn check_walks_every_step_and_names_a_missing_channel() {
             "configuration",
             "credentials",
             "describe",
+            "clock",
             "endpoints",
             "ice-config",
             "websocket"
@@ -453,4 +479,104 @@ async fn check_reports_missing_channel_configuration() {
     let failed = report.failure().unwrap();
     assert_eq!(failed.name, "configuration");
     assert!(failed.detail.contains("no channel"), "{}", failed.detail);
+}
+
+#[tokio::test]
+async fn wss_to_an_untrusted_server_fails_cleanly() {
+    // webrtc and the AWS crates compile two rustls backends in; a TLS client without an explicit
+    // provider would panic here instead of reporting the certificate problem.
+    let fake = Fake::start().await;
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(signing_key.serialize_der())
+            .unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+    *fake.state.wss_override.lock().unwrap() = Some(format!("wss://{addr}"));
+    let report = check(&fake.options()).await;
+    let failed = report
+        .failure()
+        .expect("an untrusted certificate must fail");
+    assert_eq!(failed.name, "websocket", "{report}");
+    assert!(
+        failed.detail.contains("cannot open the WebSocket"),
+        "{}",
+        failed.detail
+    );
+}
+
+/// `X-Amz-Date` of a presigned URL as a wall-clock time.
+fn amz_date(uri: &str) -> std::time::SystemTime {
+    let url = url::Url::parse(&format!("ws://x{uri}")).unwrap();
+    let d = url
+        .query_pairs()
+        .find(|(k, _)| k == "X-Amz-Date")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    // 20261122T183401Z → 2026-11-22T18:34:01Z
+    let iso = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &d[0..4],
+        &d[4..6],
+        &d[6..8],
+        &d[9..11],
+        &d[11..13],
+        &d[13..15]
+    );
+    aws_smithy_types::DateTime::from_str(&iso, aws_smithy_types::date_time::Format::DateTime)
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn signature_expired_on_the_handshake_resigns_with_the_service_clock() {
+    use std::time::SystemTime;
+    let mut fake = Fake::start().await;
+    // The service is an hour ahead of this device.
+    let service_now = SystemTime::now() + Duration::from_secs(3600);
+    *fake.state.refuse_next_ws.lock().unwrap() = Some((
+        403,
+        httpdate::fmt_http_date(service_now),
+        r#"{"message":"Signature expired: 20231107T044734Z is now earlier than 20231107T045305Z (20231107T045805Z - 5 min.)"}"#.to_owned(),
+    ));
+    let (h, _events) = handler();
+    let master = KvsMaster::start(fake.options(), h).await.unwrap();
+    let (uri, mut ws) = fake.accept().await;
+    let refused = fake.state.refused.lock().unwrap().clone();
+    assert_eq!(refused.len(), 1);
+    let first = amz_date(&refused[0]);
+    let second = amz_date(&uri);
+    let ahead = second.duration_since(first).unwrap();
+    assert!(
+        ahead > Duration::from_secs(3590) && ahead < Duration::from_secs(3610),
+        "second attempt signed {ahead:?} after the first"
+    );
+    // The corrected connection works.
+    ws.send(envelope(
+        "SDP_OFFER",
+        "v",
+        &json!({"type": "offer", "sdp": ALEXA_OFFER}),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_message(&mut ws).await["recipientClientId"], "v");
+    assert!(master.stats().snapshot().clock_offset_ms > 3_590_000);
+    master.stop().await;
 }
