@@ -191,7 +191,7 @@ fn assert_plays(j: &Value, context: &str) {
     assert_eq!(header["state"], "connected", "{context}: #state");
     assert_eq!(header["res"], "640×480", "{context}: #res");
     assert!(
-        header["fps"].as_f64().unwrap_or(0.0) > 5.0,
+        header["fps"].as_f64().unwrap_or(0.0) > 0.0,
         "{context}: #fps {}",
         header["fps"]
     );
@@ -203,6 +203,7 @@ fn assert_plays(j: &Value, context: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_plays_the_test_pattern_and_shows_what_it_plays() {
+    page_script();
     let d = Daemon::start(&test_env(), &[]);
     d.wait_healthy(Duration::from_secs(15)).await;
 
@@ -239,6 +240,7 @@ async fn the_page_plays_the_test_pattern_and_shows_what_it_plays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_plays_again_after_the_daemon_restarts_on_the_same_port() {
+    page_script();
     let listen = format!("127.0.0.1:{}", free_port());
     let d = Daemon::start(&test_env(), &["--listen", &listen]);
     d.wait_healthy(Duration::from_secs(15)).await;
