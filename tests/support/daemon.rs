@@ -28,10 +28,15 @@ pub fn test_env() -> Vec<(String, String)> {
 
 impl Daemon {
     /// Starts `camgate run --listen 127.0.0.1:0` with `env` on top of a clean environment
-    /// (no CAMGATE__ from the caller) and waits for the URL line.
+    /// (no CAMGATE__ from the caller) and waits for the URL line. `args` may carry its own
+    /// `--listen` (e.g. to restart on the same port); clap refuses the flag twice.
     pub fn start(env: &[(String, String)], args: &[&str]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_camgate"));
-        cmd.arg("run").arg("--listen").arg("127.0.0.1:0").args(args);
+        cmd.arg("run");
+        if !args.contains(&"--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.args(args);
         for (k, _) in std::env::vars() {
             if k.starts_with("CAMGATE__") {
                 cmd.env_remove(k);
