@@ -505,6 +505,7 @@ impl DaemonOptions {
                     create_channel: k.create_channel,
                     iot,
                     gather_timeout,
+                    ping_interval: Duration::from_secs(u64::from(k.ping_interval_s)),
                     ..Default::default()
                 }))
             }

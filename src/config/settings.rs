@@ -138,14 +138,30 @@ pub struct HttpSettings {
 }
 
 /// `[kvs]`: only used when `signaling.mode = "kvs"`.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct KvsSettings {
     pub region: Option<String>,
     pub channel_name: Option<String>,
     pub channel_arn: Option<String>,
     pub endpoint_url: Option<String>,
     pub create_channel: bool,
+    /// WebSocket ping after this many idle seconds (the service cuts idle sockets at 10 min).
+    pub ping_interval_s: u32,
     pub iot: IotSettings,
+}
+
+impl Default for KvsSettings {
+    fn default() -> Self {
+        KvsSettings {
+            region: None,
+            channel_name: None,
+            channel_arn: None,
+            endpoint_url: None,
+            create_channel: false,
+            ping_interval_s: 25,
+            iot: IotSettings::default(),
+        }
+    }
 }
 
 /// `[kvs.iot]`: credentials from the AWS IoT credentials provider (certificate + role alias).
@@ -287,6 +303,7 @@ impl Settings {
         v.field("kvs.channel_arn", &mut k.channel_arn);
         v.field("kvs.endpoint_url", &mut k.endpoint_url);
         v.field("kvs.create_channel", &mut k.create_channel);
+        v.field("kvs.ping_interval_s", &mut k.ping_interval_s);
         let i = &mut k.iot;
         v.field("kvs.iot.endpoint", &mut i.endpoint);
         v.field("kvs.iot.cert", &mut i.cert);

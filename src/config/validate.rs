@@ -370,6 +370,7 @@ fn check_kvs(c: &mut Checker<'_>) {
                 format!("kvs.region is required when {WHEN} (unless kvs.channel_arn gives it)"),
             );
         }
+        c.range("kvs.ping_interval_s", k.ping_interval_s, 1, 300);
         if k.create_channel && k.channel_name.is_none() {
             c.push(
                 "kvs.create_channel",
