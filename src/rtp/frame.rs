@@ -27,6 +27,10 @@ pub struct PacketRef<'a> {
 }
 
 /// Payloads of one encoded frame, produced by a [`super::Payloader`].
+///
+/// Typical use: packetize into a `Frame`, wrap it in an `Arc` for the viewers, and get it back
+/// for the next frame with `Arc::get_mut`/`Arc::try_unwrap` once they are done (or start a new
+/// `Frame` if one lags; that only costs the reuse, never correctness).
 #[derive(Debug, Default)]
 pub struct Frame {
     /// Scratch space the next frame is written into.
