@@ -31,8 +31,13 @@ impl RtpClock {
     pub(crate) fn timestamp(&mut self, pts_ns: u64) -> u32 {
         let first = *self.first_pts.get_or_insert(pts_ns);
         // Signed distance: wrapping_sub then reinterpret, so backwards steps are negative.
-        let delta = i128::from(pts_ns.wrapping_sub(first) as i64);
-        let ticks = (delta * i128::from(self.rate)).div_euclid(1_000_000_000);
+        let delta = pts_ns.wrapping_sub(first) as i64;
+        // floor(delta * rate / 1e9) without overflow or 128-bit division: whole seconds and
+        // the (non-negative) remainder separately. Both products fit in i64 by far.
+        let rate = i64::from(self.rate);
+        let secs = delta.div_euclid(1_000_000_000);
+        let rem = delta.rem_euclid(1_000_000_000);
+        let ticks = secs.wrapping_mul(rate) + rem * rate / 1_000_000_000;
         // Truncation is the modulo-2^32 wrap RTP timestamps are defined with.
         ticks as u32
     }

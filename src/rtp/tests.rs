@@ -391,3 +391,34 @@ fn frame_stays_valid_while_viewers_hold_old_payloads() {
     );
     assert_eq!(depacketize(&f), vec![second]);
 }
+
+#[test]
+fn frame_can_be_shared_across_viewer_tasks_and_payloaders_boxed() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Frame>();
+    shareable::<H264Packetizer>();
+    let mut payloaders: Vec<Box<dyn Payloader + Send>> =
+        vec![Box::new(packetizer()), Box::new(OpusPacketizer::new())];
+    let mut f = Frame::new();
+    payloaders[1].packetize_into(&[1, 2, 3], 0, &mut f).unwrap();
+    assert_eq!(payloaders[0].clock_rate(), 90_000);
+    assert_eq!(f.len(), 1);
+}
+
+#[test]
+fn arena_rewinds_to_same_memory_when_no_viewer_holds_the_previous_frame() {
+    let mut p = packetizer();
+    let mut f = Frame::new();
+    let au = annexb(&[&nal(0x65, 5000)]);
+    p.packetize_into(&au, 0, &mut f).unwrap();
+    let first = f.packet(0).payload.as_ptr();
+    p.packetize_into(&au, FRAME_NS, &mut f).unwrap();
+    assert_eq!(f.packet(0).payload.as_ptr(), first);
+    // A viewer still holding a payload forces a fresh buffer; the held bytes stay intact.
+    let held = f.payload(0);
+    let copy = held.to_vec();
+    p.packetize_into(&annexb(&[&nal(0x41, 5000)]), 2 * FRAME_NS, &mut f)
+        .unwrap();
+    assert_ne!(f.packet(0).payload.as_ptr(), first);
+    assert_eq!(&held[..], &copy[..]);
+}
