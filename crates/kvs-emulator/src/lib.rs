@@ -376,6 +376,14 @@ impl Emulator {
         Ok(())
     }
 
+    /// `stop()`, wait `down_for`, `restart()`: a service outage of known length. Borrow-only,
+    /// so it can run in `tokio::join!` with the rest of a test.
+    pub async fn outage(&self, down_for: Duration) -> Result<(), EmulatorError> {
+        self.stop().await;
+        tokio::time::sleep(down_for).await;
+        self.restart().await
+    }
+
     /// A presigned connect URL for `name` (master when `client_id` is `None`), signed now with
     /// [`credentials`](Self::credentials), valid 300 s.
     pub fn presigned_url(

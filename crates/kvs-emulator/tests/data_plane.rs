@@ -426,6 +426,19 @@ async fn stop_refuses_connections_and_restart_serves_the_same_port() {
     assert_eq!(emu.port(), port);
     let _master = emu.connect_master("cam").await.unwrap();
     assert!(emu.wait_for("cam", WAIT, |s| s.master_connected).await);
+
+    // outage(): refused while down, served again afterwards.
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let during = emu.connect_master("cam").await;
+        assert!(
+            matches!(during, Err(ClientError::WebSocket(_))),
+            "{during:?}"
+        );
+    };
+    let (outage, ()) = tokio::join!(emu.outage(Duration::from_millis(400)), probe);
+    outage.unwrap();
+    emu.connect_master("cam").await.unwrap();
 }
 
 #[tokio::test]
