@@ -58,8 +58,9 @@ pub struct ChannelStats {
     pub messages_routed: u64,
     /// Messages kept for a recipient that was offline.
     pub messages_stored: u64,
-    /// Stored messages that expired (TTL) or were overwritten by a newer SDP.
+    /// Stored messages discarded because their TTL ran out.
     pub messages_expired: u64,
+    /// Stored SDPs replaced by a newer SDP from the same sender.
     pub messages_overwritten: u64,
     /// Client frames refused (malformed, too large, rate-limited, bad recipient...).
     pub messages_rejected: u64,
