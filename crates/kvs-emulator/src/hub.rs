@@ -58,8 +58,9 @@ pub struct ChannelStats {
     pub messages_routed: u64,
     /// Messages kept for a recipient that was offline.
     pub messages_stored: u64,
-    /// Stored messages that expired (TTL) or were overwritten by a newer SDP.
+    /// Stored messages discarded because their TTL ran out.
     pub messages_expired: u64,
+    /// Stored SDPs replaced by a newer SDP from the same sender.
     pub messages_overwritten: u64,
     /// Client frames refused (malformed, too large, rate-limited, bad recipient...).
     pub messages_rejected: u64,
@@ -1034,6 +1035,63 @@ mod tests {
                 waiter: 77,
                 payload: b64("ans")
             }]
+        );
+    }
+
+    #[test]
+    fn delete_closes_sockets_and_abandons_alexa_calls() {
+        let mut h = hub();
+        let arn = h.create_channel("cam", None, 1).unwrap().arn;
+        let now = Instant::now();
+        h.attach(1, &arn, None, now);
+        h.alexa_offer(&arn, "viewer-a", &b64("o"), 9, now).unwrap();
+        let mut out = h.delete_channel(&arn).unwrap();
+        out.sort_by_key(|a| format!("{a:?}"));
+        assert_eq!(
+            out,
+            vec![
+                Action::AlexaAbandoned { waiter: 9 },
+                Action::Close {
+                    conn: 1,
+                    code: 1001,
+                    reason: "Going away".into()
+                },
+            ]
+        );
+        assert_eq!(h.admit(&arn, None, now), Err(ConnectRejection::NotFound));
+        let again = h.create_channel("cam", None, 1).unwrap();
+        assert_ne!(again.arn, arn, "a re-created channel gets a new ARN");
+    }
+
+    #[test]
+    fn close_policy_closes_the_superseded_socket() {
+        let mut h = hub();
+        h.cfg.superseded = SupersededPolicy::Close;
+        let arn = h.create_channel("cam", None, 1).unwrap().arn;
+        let now = Instant::now();
+        assert!(h.attach(1, &arn, None, now).is_empty());
+        assert_eq!(
+            h.attach(2, &arn, None, now),
+            vec![Action::Close {
+                conn: 1,
+                code: 1001,
+                reason: "Going away".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_viewer_cannot_reach_another_viewer() {
+        let mut h = hub();
+        let arn = h.create_channel("cam", None, 1).unwrap().arn;
+        let now = Instant::now();
+        h.attach(1, &arn, None, now);
+        h.attach(2, &arn, Some("a".into()), now);
+        h.attach(3, &arn, Some("b".into()), now);
+        let out = h.client_frame(2, &frame("SDP_OFFER", Some("b"), &b64("x"), None), now);
+        assert!(
+            matches!(&out[..], [Action::Send { conn: 1, .. }]),
+            "{out:?}"
         );
     }
 }

@@ -188,7 +188,7 @@ impl Emulator {
 
     pub fn channel(&self, name: &str) -> Option<ChannelInfo> {
         self.shared
-            .with(|st| st.hub.arn_of(name).and_then(|a| st.hub.info(a)).cloned())
+            .read(|st| st.hub.arn_of(name).and_then(|a| st.hub.info(a)).cloned())
     }
 
     /// Deletes a channel: its sockets are closed (1001) and its ARN answers 404 from now on,
@@ -209,14 +209,14 @@ impl Emulator {
 
     /// Counters of one channel (`None` for an unknown channel).
     pub fn stats(&self, name: &str) -> Option<ChannelStats> {
-        self.shared.with(|st| {
+        self.shared.read(|st| {
             let arn = st.hub.arn_of(name)?.to_owned();
             st.hub.stats(&arn, Instant::now())
         })
     }
 
     pub fn global_stats(&self) -> EmulatorStats {
-        self.shared.with(|st| st.global.clone())
+        self.shared.read(|st| st.global.clone())
     }
 
     /// Waits until `pred` holds for the channel's stats (re-checked on every state change), or
@@ -236,12 +236,12 @@ impl Emulator {
                 return true;
             }
             // Stored messages expire without any event, so re-check at least every 50 ms.
-            let step = deadline.min(tokio::time::Instant::now() + Duration::from_millis(50));
-            if tokio::time::timeout_at(step, notified).await.is_err()
-                && tokio::time::Instant::now() >= deadline
-            {
-                return self.stats(name).is_some_and(|s| pred(&s));
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
             }
+            let step = deadline.min(now + Duration::from_millis(50));
+            let _ = tokio::time::timeout_at(step, notified).await;
         }
     }
 
@@ -374,6 +374,14 @@ impl Emulator {
             old.abort();
         }
         Ok(())
+    }
+
+    /// `stop()`, wait `down_for`, `restart()`: a service outage of known length. Borrow-only,
+    /// so it can run in `tokio::join!` with the rest of a test.
+    pub async fn outage(&self, down_for: Duration) -> Result<(), EmulatorError> {
+        self.stop().await;
+        tokio::time::sleep(down_for).await;
+        self.restart().await
     }
 
     /// A presigned connect URL for `name` (master when `client_id` is `None`), signed now with

@@ -20,23 +20,42 @@ type Resp = http::Response<Full<Bytes>>;
 
 const NOT_FOUND_MESSAGE: &str = "The requested channel is not found or not active.";
 
-fn bad_request(shared: &Shared, message: &str) -> Resp {
-    error_response(
-        shared,
-        StatusCode::BAD_REQUEST,
-        "InvalidArgumentException",
-        message,
-    )
+/// A modeled rest-json error, turned into a response at the edge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {error_type}: {message}")]
+struct ApiError {
+    status: StatusCode,
+    error_type: &'static str,
+    message: String,
 }
 
-fn not_found(shared: &Shared) -> Resp {
-    error_response(
-        shared,
+impl ApiError {
+    fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error_type,
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self, shared: &Shared) -> Resp {
+        error_response(shared, self.status, self.error_type, &self.message)
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "InvalidArgumentException", message)
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
         StatusCode::NOT_FOUND,
         "ResourceNotFoundException",
         NOT_FOUND_MESSAGE,
     )
 }
+
+type ApiResult = Result<Value, ApiError>;
 
 fn str_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
     body.get(name).and_then(Value::as_str)
@@ -51,12 +70,12 @@ pub(crate) async fn dispatch(shared: &Shared, parts: Parts, body: Bytes) -> Resp
         ("POST", "/v1/get-ice-server-config") => Api::GetIceServerConfig,
         ("POST", "/v1/send-alexa-offer-to-master") => Api::SendAlexaOfferToMaster,
         _ => {
-            return error_response(
-                shared,
+            return ApiError::new(
                 StatusCode::NOT_FOUND,
                 "UnknownOperationException",
                 "Unknown operation",
-            );
+            )
+            .into_response(shared);
         }
     };
     if shared.cfg.verify_signatures {
@@ -93,14 +112,18 @@ pub(crate) async fn dispatch(shared: &Shared, parts: Parts, body: Bytes) -> Resp
             );
         }
     };
-    match api {
+    let result = match api {
         Api::DescribeSignalingChannel => describe(shared, &body),
         Api::CreateSignalingChannel => create(shared, &body),
         Api::GetSignalingChannelEndpoint => get_endpoint(shared, &body),
         Api::DeleteSignalingChannel => delete(shared, &body),
         Api::GetIceServerConfig => ice_config(shared, &body),
         Api::SendAlexaOfferToMaster => alexa_offer(shared, &body).await,
-        Api::ConnectAsMaster | Api::ConnectAsViewer => not_found(shared),
+        Api::ConnectAsMaster | Api::ConnectAsViewer => Err(not_found()),
+    };
+    match result {
+        Ok(value) => json_response(shared, StatusCode::OK, value.to_string()),
+        Err(e) => e.into_response(shared),
     }
 }
 
@@ -118,16 +141,14 @@ fn channel_json(info: &ChannelInfo) -> Value {
     })
 }
 
-fn lookup_by_arn(shared: &Shared, body: &Value) -> Result<ChannelInfo, Resp> {
-    let Some(arn) = str_field(body, "ChannelARN") else {
-        return Err(bad_request(shared, "ChannelARN is required"));
-    };
+fn lookup_by_arn(shared: &Shared, body: &Value) -> Result<ChannelInfo, ApiError> {
+    let arn = str_field(body, "ChannelARN").ok_or_else(|| bad_request("ChannelARN is required"))?;
     shared
         .with(|st| st.hub.info(arn).cloned())
-        .ok_or_else(|| not_found(shared))
+        .ok_or_else(not_found)
 }
 
-fn describe(shared: &Shared, body: &Value) -> Resp {
+fn describe(shared: &Shared, body: &Value) -> ApiResult {
     let info = match (
         str_field(body, "ChannelName"),
         str_field(body, "ChannelARN"),
@@ -137,52 +158,44 @@ fn describe(shared: &Shared, body: &Value) -> Resp {
         }
         (None, Some(arn)) => shared.with(|st| st.hub.info(arn).cloned()),
         _ => {
-            return bad_request(
-                shared,
+            return Err(bad_request(
                 "Exactly one of ChannelName or ChannelARN is required",
-            );
+            ));
         }
     };
-    match info {
-        Some(info) => json_response(
-            shared,
-            StatusCode::OK,
-            json!({"ChannelInfo": channel_json(&info)}).to_string(),
-        ),
-        None => not_found(shared),
-    }
+    let info = info.ok_or_else(not_found)?;
+    Ok(json!({"ChannelInfo": channel_json(&info)}))
 }
 
-fn create(shared: &Shared, body: &Value) -> Resp {
-    let Some(name) = str_field(body, "ChannelName").filter(|n| valid_id(n)) else {
-        return bad_request(shared, "ChannelName must match [a-zA-Z0-9_.-]{1,256}");
-    };
+fn create(shared: &Shared, body: &Value) -> ApiResult {
+    let name = str_field(body, "ChannelName")
+        .filter(|n| valid_id(n))
+        .ok_or_else(|| bad_request("ChannelName must match [a-zA-Z0-9_.-]{1,256}"))?;
     if let Some(t) = body.get("ChannelType")
         && t != "SINGLE_MASTER"
     {
-        return bad_request(shared, "ChannelType must be SINGLE_MASTER");
+        return Err(bad_request("ChannelType must be SINGLE_MASTER"));
     }
     let ttl = match body.pointer("/SingleMasterConfiguration/MessageTtlSeconds") {
         None => None,
-        Some(v) => match v.as_u64().filter(|t| (5..=120).contains(t)) {
-            Some(t) => Some(Duration::from_secs(t)),
-            None => return bad_request(shared, "MessageTtlSeconds must be between 5 and 120"),
-        },
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|t| (5..=120).contains(t))
+                .map(Duration::from_secs)
+                .ok_or_else(|| bad_request("MessageTtlSeconds must be between 5 and 120"))?,
+        ),
     };
     let now_ms = wall_ms(shared);
-    match shared.with(|st| st.hub.create_channel(name, ttl, now_ms)) {
-        Some(info) => json_response(
-            shared,
-            StatusCode::OK,
-            json!({"ChannelARN": info.arn}).to_string(),
-        ),
-        None => error_response(
-            shared,
-            StatusCode::BAD_REQUEST,
-            "ResourceInUseException",
-            &format!("The signaling channel {name} already exists"),
-        ),
-    }
+    let info = shared
+        .with(|st| st.hub.create_channel(name, ttl, now_ms))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "ResourceInUseException",
+                format!("The signaling channel {name} already exists"),
+            )
+        })?;
+    Ok(json!({"ChannelARN": info.arn}))
 }
 
 pub(crate) fn wall_ms(shared: &Shared) -> u64 {
@@ -193,62 +206,54 @@ pub(crate) fn wall_ms(shared: &Shared) -> u64 {
         .unwrap_or(0)
 }
 
-fn get_endpoint(shared: &Shared, body: &Value) -> Resp {
-    if let Err(resp) = lookup_by_arn(shared, body) {
-        return resp;
-    }
+fn get_endpoint(shared: &Shared, body: &Value) -> ApiResult {
+    lookup_by_arn(shared, body)?;
     let config = body.get("SingleMasterChannelEndpointConfiguration");
     let role = config
         .and_then(|c| str_field(c, "Role"))
         .unwrap_or("MASTER");
     if role != "MASTER" && role != "VIEWER" {
-        return bad_request(shared, "Role must be MASTER or VIEWER");
+        return Err(bad_request("Role must be MASTER or VIEWER"));
     }
     let protocols: Vec<&str> = match config.and_then(|c| c.get("Protocols")) {
         None => vec!["WSS", "HTTPS"],
         Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
-        Some(_) => return bad_request(shared, "Protocols must be a list"),
+        Some(_) => return Err(bad_request("Protocols must be a list")),
     };
     if protocols.is_empty() || protocols.len() > 5 {
-        return bad_request(shared, "Protocols must list 1 to 5 entries");
+        return Err(bad_request("Protocols must list 1 to 5 entries"));
     }
-    let mut endpoints = Vec::new();
-    for p in protocols {
-        let endpoint = match p {
-            "WSS" | "WEBRTC" => shared.ws_endpoint(),
-            "HTTPS" => shared.http_endpoint(),
-            other => return bad_request(shared, &format!("Unknown protocol {other}")),
-        };
-        endpoints.push(json!({"Protocol": p, "ResourceEndpoint": endpoint}));
-    }
-    json_response(
-        shared,
-        StatusCode::OK,
-        json!({"ResourceEndpointList": endpoints}).to_string(),
-    )
+    let endpoints = protocols
+        .into_iter()
+        .map(|p| {
+            let endpoint = match p {
+                "WSS" | "WEBRTC" => shared.ws_endpoint(),
+                "HTTPS" => shared.http_endpoint(),
+                other => return Err(bad_request(format!("Unknown protocol {other}"))),
+            };
+            Ok(json!({"Protocol": p, "ResourceEndpoint": endpoint}))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(json!({"ResourceEndpointList": endpoints}))
 }
 
-fn delete(shared: &Shared, body: &Value) -> Resp {
-    let info = match lookup_by_arn(shared, body) {
-        Ok(info) => info,
-        Err(resp) => return resp,
-    };
+fn delete(shared: &Shared, body: &Value) -> ApiResult {
+    let info = lookup_by_arn(shared, body)?;
     if let Some(v) = str_field(body, "CurrentVersion")
         && v != info.version
     {
-        return error_response(
-            shared,
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "VersionMismatchException",
             "The current version does not match the channel version",
-        );
+        ));
     }
     shared.with(|st| {
         if let Some(actions) = st.hub.delete_channel(&info.arn) {
             st.apply(actions);
         }
     });
-    json_response(shared, StatusCode::OK, "{}".into())
+    Ok(json!({}))
 }
 
 fn random_token(len: usize) -> String {
@@ -258,25 +263,21 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
-fn ice_config(shared: &Shared, body: &Value) -> Resp {
-    let info = match lookup_by_arn(shared, body) {
-        Ok(info) => info,
-        Err(resp) => return resp,
-    };
+fn ice_config(shared: &Shared, body: &Value) -> ApiResult {
+    let info = lookup_by_arn(shared, body)?;
     for field in ["ClientId", "Username"] {
         if let Some(v) = body.get(field)
             && !v.as_str().is_some_and(valid_id)
         {
-            return bad_request(
-                shared,
-                &format!("{field} must match [a-zA-Z0-9_.-]{{1,256}}"),
-            );
+            return Err(bad_request(format!(
+                "{field} must match [a-zA-Z0-9_.-]{{1,256}}"
+            )));
         }
     }
     if let Some(service) = body.get("Service")
         && service != "TURN"
     {
-        return bad_request(shared, "Service must be TURN");
+        return Err(bad_request("Service must be TURN"));
     }
     shared.with(|st| {
         if let Some(stats) = st.hub.stats_mut(&info.arn) {
@@ -302,11 +303,7 @@ fn ice_config(shared: &Shared, body: &Value) -> Resp {
             })
         })
         .collect();
-    json_response(
-        shared,
-        StatusCode::OK,
-        json!({"IceServerList": servers}).to_string(),
-    )
+    Ok(json!({"IceServerList": servers}))
 }
 
 /// Removes the waiter when the HTTP call ends for any reason (answer, timeout, client gone).
@@ -330,16 +327,15 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
-async fn alexa_offer(shared: &Shared, body: &Value) -> Resp {
-    let info = match lookup_by_arn(shared, body) {
-        Ok(info) => info,
-        Err(resp) => return resp,
-    };
+async fn alexa_offer(shared: &Shared, body: &Value) -> ApiResult {
+    let info = lookup_by_arn(shared, body)?;
     let (Some(sender), Some(payload)) = (
         str_field(body, "SenderClientId"),
         str_field(body, "MessagePayload"),
     ) else {
-        return bad_request(shared, "SenderClientId and MessagePayload are required");
+        return Err(bad_request(
+            "SenderClientId and MessagePayload are required",
+        ));
     };
     let waiter = shared.next_id();
     let (tx, rx) = oneshot::channel();
@@ -353,19 +349,15 @@ async fn alexa_offer(shared: &Shared, body: &Value) -> Resp {
         }
         result.map(|_| ())
     });
-    match accepted {
-        Ok(()) => {}
-        Err(AlexaRejection::NotFound) => return not_found(shared),
-        Err(AlexaRejection::Invalid(m)) => return bad_request(shared, &m),
-        Err(AlexaRejection::Throttled) => {
-            return error_response(
-                shared,
-                StatusCode::BAD_REQUEST,
-                "ClientLimitExceededException",
-                "Rate exceeded for SendAlexaOfferToMaster",
-            );
-        }
-    }
+    accepted.map_err(|rejection| match rejection {
+        AlexaRejection::NotFound => not_found(),
+        AlexaRejection::Invalid(m) => bad_request(m),
+        AlexaRejection::Throttled => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ClientLimitExceededException",
+            "Rate exceeded for SendAlexaOfferToMaster",
+        ),
+    })?;
     let mut guard = WaiterGuard {
         shared,
         arn: info.arn.clone(),
@@ -376,25 +368,17 @@ async fn alexa_offer(shared: &Shared, body: &Value) -> Resp {
     match tokio::time::timeout(shared.cfg.alexa_answer_timeout, rx).await {
         Ok(Ok(Some(answer))) => {
             guard.answered = true;
-            json_response(
-                shared,
-                StatusCode::OK,
-                json!({"Answer": answer}).to_string(),
-            )
+            Ok(json!({"Answer": answer}))
         }
-        Ok(_) => error_response(
-            shared,
-            StatusCode::BAD_REQUEST,
-            "InvalidArgumentException",
+        Ok(_) => Err(bad_request(
             "The offer was superseded or the channel was deleted",
-        ),
+        )),
         // The real service's behaviour is UNVERIFIED; this mimics an API Gateway integration
         // timeout, which is what a Lambda would most plausibly see.
-        Err(_) => error_response(
-            shared,
+        Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "GatewayTimeoutException",
             "Endpoint request timed out",
-        ),
+        )),
     }
 }

@@ -141,6 +141,12 @@ impl Shared {
         result
     }
 
+    /// Runs `f` under the lock without waking waiters: for reads, so that a waiter re-checking
+    /// its condition does not wake itself forever.
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.lock())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking test thread must not take the emulator down with it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
