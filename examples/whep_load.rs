@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let whep = args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:8080/whep".into());
+    let whep = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "http://127.0.0.1:8080/whep".into());
     let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
     let secs: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(20);
     let decode = args.iter().any(|a| a == "--decode");
@@ -35,7 +38,11 @@ async fn main() {
             .await
             .expect("POST");
         let status = resp.status();
-        let location = resp.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_owned);
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_owned);
         let answer = resp.text().await.unwrap_or_default();
         if status != 201 {
             eprintln!("viewer refused: {status} {answer}");
@@ -57,7 +64,10 @@ async fn main() {
         let e = v.decoded();
         let pps = (e.rtp_packets - s.rtp_packets) as f64 / secs as f64;
         let kbps = (e.rtp_bytes - s.rtp_bytes) as f64 * 8.0 / secs as f64 / 1000.0;
-        println!("viewer {i}: {pps:.0} packets/s, {kbps:.0} kbit/s payload, {} frames decoded", e.frames);
+        println!(
+            "viewer {i}: {pps:.0} packets/s, {kbps:.0} kbit/s payload, {} frames decoded",
+            e.frames
+        );
     }
     answer_ms.sort_by(|a, b| a.total_cmp(b));
     if let Some(m) = answer_ms.get(answer_ms.len() / 2) {

@@ -80,6 +80,8 @@ pub struct Runtime {
     stall_after: Duration,
     packetizer_errors: Arc<std::sync::atomic::AtomicU64>,
     pub started: Instant,
+    /// KVS signaling counters, in kvs mode.
+    kvs: Option<Arc<signaling::kvs::KvsStats>>,
 }
 
 impl Runtime {
@@ -174,13 +176,14 @@ pub async fn run(
         }),
     );
     let sessions = SessionManager::new(opts.sessions.clone(), feed.clone(), keyframes);
-    let rt = Runtime {
+    let mut rt = Runtime {
         capture: capture.clone(),
         sessions: sessions.clone(),
         feed,
         stall_after: opts.capture.stall_timeout.max(Duration::from_secs(3)),
         packetizer_errors,
         started: Instant::now(),
+        kvs: None,
     };
 
     let listener = TcpListener::bind(opts.listen)
@@ -191,21 +194,23 @@ pub async fn run(
         })?;
     let bound = listener.local_addr().map_err(DaemonError::Http)?;
 
+    let mut kvs_task = None;
+    if let SignalingMode::Kvs(kvs) = &opts.signaling {
+        let handler = Arc::new(KvsViewers(sessions.clone()));
+        let master = signaling::kvs::KvsMaster::start((**kvs).clone(), handler).await?;
+        rt.kvs = Some(master.stats().clone());
+        kvs_task = Some(master);
+    }
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/stats", get(stats))
         .with_state(rt.clone());
-    let mut kvs_task = None;
     match &opts.signaling {
         SignalingMode::Local => {
             app = app.merge(signaling::local::router(sessions.clone()));
             announce(&opts, bound, "local (WHEP)");
         }
-        SignalingMode::Kvs(kvs) => {
-            let handler = Arc::new(KvsViewers(sessions.clone()));
-            kvs_task = Some(signaling::kvs::KvsMaster::start((**kvs).clone(), handler).await?);
-            announce(&opts, bound, "Amazon KVS master");
-        }
+        SignalingMode::Kvs(_) => announce(&opts, bound, "Amazon KVS master"),
     }
 
     let stop = tokio_util::sync::CancellationToken::new();
@@ -328,6 +333,7 @@ async fn stats(State(rt): State<Runtime>) -> impl IntoResponse {
         "frames_published": rt.feed.published(),
         "health": rt.health(),
         "sessions": rt.sessions.summaries(),
+        "kvs": rt.kvs.as_ref().map(|k| k.snapshot().to_json()),
     }))
 }
 

@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod kvs;
 pub mod rtsp;
 pub mod viewer;

@@ -90,6 +90,31 @@ pub struct StatsSnapshot {
 }
 
 impl StatsSnapshot {
+    /// The snapshot as JSON, for the daemon's `/stats`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let secs = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64());
+        serde_json::json!({
+            "state": self.state,
+            "connects": self.connects,
+            "reconnects": self.reconnects.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+            "last_connect_unix_s": self.last_connect
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64()),
+            "connected_for_s": secs(self.connected_for),
+            "ice_config_age_s": secs(self.ice_config_age),
+            "ice_refreshes": self.ice_refreshes,
+            "turn_servers": self.turn_servers,
+            "offer_to_answer_ms": self.offer_to_answer_ms,
+            "offers": self.offers,
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "dropped_frames": self.dropped_frames,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "clock_offset_ms": self.clock_offset_ms,
+        })
+    }
+
     pub fn total_reconnects(&self) -> u64 {
         self.reconnects.iter().map(|(_, n)| n).sum()
     }

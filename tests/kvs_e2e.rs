@@ -1,0 +1,87 @@
+//! KVS mode end to end: the real daemon binary as the master of a channel on the KVS emulator
+//! (SigV4-checked, the service's wire format and limits), real WebRTC viewers that signal
+//! through it and decode what they receive.
+
+mod support;
+
+use std::time::Duration;
+
+use kvs_emulator::EmulatorConfig;
+use support::kvs::{CHANNEL, Kvs, connect_viewer};
+use support::viewer::TestViewer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trickle_and_non_trickle_viewers_decode_through_kvs() {
+    let kvs = Kvs::start(EmulatorConfig::default(), &[]).await;
+
+    // A browser-like viewer: trickles, and its first candidate arrives before its offer.
+    let a = connect_viewer(&kvs, "viewer-trickle", true).await;
+    let got = a.viewer.wait_frames(30, Duration::from_secs(20)).await;
+    assert!(
+        got.frames >= 30,
+        "trickle viewer decoded {} frames\n{}",
+        got.frames,
+        kvs.daemon.log()
+    );
+    assert_eq!((got.width, got.height), (640, 480));
+    assert!(
+        a.trickled_from_master >= 1,
+        "the master should trickle its candidates"
+    );
+
+    // A viewer that does not trickle gets one complete answer and decodes too.
+    let b = connect_viewer(&kvs, "viewer-complete", false).await;
+    let got = b.viewer.wait_frames(30, Duration::from_secs(20)).await;
+    assert!(
+        got.frames >= 30,
+        "non-trickle viewer decoded {} frames",
+        got.frames
+    );
+    assert_eq!(
+        b.trickled_from_master, 0,
+        "no candidates may follow a complete answer"
+    );
+
+    // Alexa's path: SendAlexaOfferToMaster over the channel's HTTPS API, answered in one go.
+    let alexa = TestViewer::new(99).await;
+    let offer = alexa.offer(true).await;
+    let t0 = std::time::Instant::now();
+    let answer = kvs
+        .emu
+        .send_alexa_offer(CHANNEL, "viewer-5f0c2a9e-alexa", &offer)
+        .await
+        .expect("SendAlexaOfferToMaster");
+    let alexa_ms = t0.elapsed();
+    assert!(answer.contains("a=candidate:"), "{answer}");
+    assert!(!answer.contains("a=ice-options:trickle"), "{answer}");
+    alexa.accept_answer(&answer).await;
+    let got = alexa.wait_frames(15, Duration::from_secs(20)).await;
+    assert!(
+        got.frames >= 15,
+        "Alexa-path viewer decoded {} frames",
+        got.frames
+    );
+    assert!(
+        alexa_ms < Duration::from_secs(3),
+        "Alexa answer took {alexa_ms:?}"
+    );
+
+    eprintln!(
+        "MEASURE kvs offer->answer: trickle {} ms, complete {} ms, SendAlexaOfferToMaster {} ms",
+        a.offer_to_answer.as_millis(),
+        b.offer_to_answer.as_millis(),
+        alexa_ms.as_millis()
+    );
+    let stats = kvs.daemon_stats().await;
+    assert_eq!(stats["kvs"]["state"], "connected", "{stats}");
+    assert_eq!(stats["sessions"].as_array().unwrap().len(), 3, "{stats}");
+    // The first viewer kept receiving through all of this.
+    let before = a.viewer.decoded().frames;
+    assert!(
+        a.viewer
+            .wait_frames(before + 10, Duration::from_secs(10))
+            .await
+            .frames
+            >= before + 10
+    );
+}

@@ -1,0 +1,186 @@
+//! KVS end-to-end support: the emulator, a daemon in `kvs` mode pointed at it, and viewers
+//! that signal through the emulator like the KVS JS SDK does.
+
+use std::time::{Duration, Instant};
+
+use kvs_emulator::{ChannelInfo, ChannelStats, Emulator, EmulatorConfig, SignalingClient};
+
+use super::daemon::{Daemon, test_env};
+use super::viewer::TestViewer;
+
+pub const CHANNEL: &str = "front-door";
+
+/// Environment for a daemon that is the master of `CHANNEL` on `emu`, with the emulator's
+/// credentials in the standard AWS variables (the default credential chain reads them) and
+/// nothing that could reach a real AWS endpoint.
+pub fn kvs_env(emu: &Emulator, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let creds = emu.credentials();
+    let mut env = test_env();
+    let mut add = |k: &str, v: &str| env.push((k.to_string(), v.to_string()));
+    add("CAMGATE__SIGNALING__MODE", "kvs");
+    add("CAMGATE__KVS__REGION", emu.region());
+    add("CAMGATE__KVS__CHANNEL_NAME", CHANNEL);
+    add("CAMGATE__KVS__ENDPOINT_URL", &emu.control_plane_url());
+    add("AWS_ACCESS_KEY_ID", &creds.access_key_id);
+    add("AWS_SECRET_ACCESS_KEY", &creds.secret_access_key);
+    if let Some(t) = &creds.session_token {
+        add("AWS_SESSION_TOKEN", t);
+    }
+    add("AWS_EC2_METADATA_DISABLED", "true");
+    add("AWS_CONFIG_FILE", "/nonexistent/aws-config");
+    add(
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/aws-credentials",
+    );
+    for (k, v) in extra {
+        add(k, v);
+    }
+    env
+}
+
+pub struct Kvs {
+    pub emu: Emulator,
+    pub channel: ChannelInfo,
+    pub daemon: Daemon,
+}
+
+impl Kvs {
+    /// Emulator + channel + daemon, waiting until the daemon is connected as master.
+    pub async fn start(config: EmulatorConfig, extra_env: &[(&str, &str)]) -> Kvs {
+        let emu = Emulator::start(config).await.expect("emulator");
+        let channel = emu.create_channel(CHANNEL).expect("channel");
+        let daemon = Daemon::start(&kvs_env(&emu, extra_env), &[]);
+        let kvs = Kvs {
+            emu,
+            channel,
+            daemon,
+        };
+        assert!(
+            kvs.wait(Duration::from_secs(20), |s| s.master_connected)
+                .await,
+            "daemon never connected as master:\n{}",
+            kvs.daemon.log()
+        );
+        kvs
+    }
+
+    pub fn stats(&self) -> ChannelStats {
+        self.emu.stats(CHANNEL).expect("channel stats")
+    }
+
+    pub async fn wait(&self, within: Duration, f: impl Fn(&ChannelStats) -> bool) -> bool {
+        self.emu.wait_for(CHANNEL, within, f).await
+    }
+
+    /// The daemon's own view (`/stats`, `kvs` member in kvs mode).
+    pub async fn daemon_stats(&self) -> serde_json::Value {
+        reqwest::get(self.daemon.endpoint("stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// A viewer that connected through KVS signaling.
+pub struct KvsViewer {
+    pub viewer: TestViewer,
+    pub signaling: SignalingClient,
+    /// Offer sent → SDP_ANSWER received.
+    pub offer_to_answer: Duration,
+    /// ICE_CANDIDATE messages the master trickled to us.
+    pub trickled_from_master: usize,
+}
+
+/// Connects `client_id` as a KVS viewer. With `trickle`, the offer announces
+/// `a=ice-options:trickle` and carries no candidates: they go as ICE_CANDIDATE messages, the
+/// first one *before* the offer (the service may deliver them in any order). Without, the
+/// offer carries every candidate and no trickle option (Alexa's way).
+pub async fn connect_viewer(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsViewer {
+    let viewer = TestViewer::new(102).await;
+    let mut signaling = kvs
+        .emu
+        .connect_viewer(CHANNEL, client_id)
+        .await
+        .expect("viewer connect");
+    let full = viewer.offer(true).await;
+    let candidates: Vec<String> = full
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .map(|c| serde_json::json!({"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0}).to_string())
+        .collect();
+    let started;
+    if trickle {
+        let offer: String = full
+            .lines()
+            .filter(|l| !l.starts_with("a=candidate:") && !l.starts_with("a=end-of-candidates"))
+            .flat_map(|l| {
+                let extra = l.starts_with("t=").then_some("a=ice-options:trickle");
+                std::iter::once(l).chain(extra)
+            })
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        let (first, rest) = candidates.split_first().expect("viewer has no candidate");
+        signaling.send_candidate(None, first, None).await.unwrap();
+        started = Instant::now();
+        signaling.send_offer(&offer, None).await.unwrap();
+        for c in rest {
+            signaling.send_candidate(None, c, None).await.unwrap();
+        }
+    } else {
+        started = Instant::now();
+        signaling.send_offer(&full, None).await.unwrap();
+    }
+
+    let mut offer_to_answer = None;
+    let mut trickled = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // Read until answered, then (trickle) keep applying candidates until connected.
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "viewer {client_id}: no answer/connection within 15 s\n{}",
+            kvs.daemon.log()
+        );
+        if offer_to_answer.is_some() && viewer.wait_connected(Duration::from_millis(1)).await {
+            break;
+        }
+        let msg = match signaling
+            .next_message(left.min(Duration::from_millis(200)))
+            .await
+        {
+            Ok(m) => m,
+            Err(kvs_emulator::ClientError::Timeout(_)) => continue,
+            Err(e) => panic!("viewer {client_id}: signaling failed: {e}"),
+        };
+        match msg.message_type.as_deref() {
+            Some("SDP_ANSWER") => {
+                offer_to_answer = Some(started.elapsed());
+                let sdp = msg.sdp().expect("answer without SDP");
+                if !trickle {
+                    assert!(
+                        sdp.contains("a=candidate:"),
+                        "non-trickle answer must carry candidates:\n{sdp}"
+                    );
+                }
+                viewer.accept_answer(&sdp).await;
+            }
+            Some("ICE_CANDIDATE") => {
+                trickled += 1;
+                if let Some(p) = msg.payload.as_deref() {
+                    viewer.add_candidate(p).await;
+                }
+            }
+            other => panic!("viewer {client_id}: unexpected {other:?}: {}", msg.raw),
+        }
+    }
+    KvsViewer {
+        viewer,
+        signaling,
+        offer_to_answer: offer_to_answer.unwrap(),
+        trickled_from_master: trickled,
+    }
+}
