@@ -699,15 +699,16 @@ impl Driver {
         self.ws.is_some() && self.machine.state() == State::Connected
     }
 
+    /// A message the outbox gave up on (quota backlog, too old, connection gone).
+    fn report_dropped(&self, d: &super::outbox::Dropped) {
+        warn!(viewer = %d.recipient, "KVS: {} dropped: {}", d.action.as_str(), d.reason);
+        self.stats
+            .error(format!("{} to {}: {}", d.action.as_str(), d.recipient, d.reason));
+    }
+
     fn enqueue(&mut self, action: message::Action, recipient: &str, text: String) {
         if let Some(d) = self.outbox.push(Instant::now(), action, recipient, text) {
-            warn!(viewer = %d.recipient, "KVS: {} dropped: {}", d.action.as_str(), d.reason);
-            self.stats.error(format!(
-                "{} to {}: {}",
-                d.action.as_str(),
-                d.recipient,
-                d.reason
-            ));
+            self.report_dropped(&d);
         }
     }
 
@@ -715,13 +716,7 @@ impl Driver {
     async fn flush_outbox(&mut self) {
         let now = Instant::now();
         for d in self.outbox.expire(now) {
-            warn!(viewer = %d.recipient, "KVS: {} dropped: {}", d.action.as_str(), d.reason);
-            self.stats.error(format!(
-                "{} to {}: {}",
-                d.action.as_str(),
-                d.recipient,
-                d.reason
-            ));
+            self.report_dropped(&d);
             if d.action == message::Action::SdpAnswer {
                 self.answer_started.remove(&d.recipient);
             }
