@@ -85,3 +85,65 @@ async fn trickle_and_non_trickle_viewers_decode_through_kvs() {
             >= before + 10
     );
 }
+
+/// `camgate kvs check` as a user runs it: every step passes against a healthy channel, and a
+/// wrong channel or bad keys are named in plain words with a failing exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kvs_check_reports_each_step_and_names_what_is_wrong() {
+    let emu = kvs_emulator::Emulator::start(EmulatorConfig::default())
+        .await
+        .unwrap();
+    emu.create_channel(CHANNEL).unwrap();
+    let run = |extra: &[(&str, &str)]| {
+        let env = support::kvs::kvs_env(&emu, extra);
+        async move {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_camgate"));
+            cmd.args(["kvs", "check"]);
+            for (k, _) in std::env::vars() {
+                if k.starts_with("CAMGATE__") || k.starts_with("AWS_") {
+                    cmd.env_remove(k);
+                }
+            }
+            let out = cmd.envs(env).output().await.unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.success(), text)
+        }
+    };
+
+    let (ok, text) = run(&[]).await;
+    assert!(ok, "check failed against a healthy channel:\n{text}");
+    for step in [
+        "credentials",
+        "describe",
+        "endpoints",
+        "ice-config",
+        "websocket",
+    ] {
+        assert!(text.contains(step), "no {step} step in:\n{text}");
+    }
+
+    if std::env::var_os("CAMGATE_TEST_ECHO").is_some() {
+        eprintln!("{text}");
+    }
+    let (ok, text) = run(&[("CAMGATE__KVS__CHANNEL_NAME", "no-such-door")]).await;
+    if std::env::var_os("CAMGATE_TEST_ECHO").is_some() {
+        eprintln!("{text}");
+    }
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("no-such-door") && text.to_lowercase().contains("not found"),
+        "{text}"
+    );
+
+    let (ok, text) = run(&[("AWS_SECRET_ACCESS_KEY", "wrong-secret")]).await;
+    assert!(!ok, "{text}");
+    let lower = text.to_lowercase();
+    assert!(
+        lower.contains("denied") || lower.contains("signature") || lower.contains("credentials"),
+        "{text}"
+    );
+}

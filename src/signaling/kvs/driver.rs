@@ -702,8 +702,12 @@ impl Driver {
     /// A message the outbox gave up on (quota backlog, too old, connection gone).
     fn report_dropped(&self, d: &super::outbox::Dropped) {
         warn!(viewer = %d.recipient, "KVS: {} dropped: {}", d.action.as_str(), d.reason);
-        self.stats
-            .error(format!("{} to {}: {}", d.action.as_str(), d.recipient, d.reason));
+        self.stats.error(format!(
+            "{} to {}: {}",
+            d.action.as_str(),
+            d.recipient,
+            d.reason
+        ));
     }
 
     fn enqueue(&mut self, action: message::Action, recipient: &str, text: String) {
