@@ -47,8 +47,19 @@ pub struct Kvs {
 impl Kvs {
     /// Emulator + channel + daemon, waiting until the daemon is connected as master.
     pub async fn start(config: EmulatorConfig, extra_env: &[(&str, &str)]) -> Kvs {
+        Self::start_with(config, extra_env, |_| {}).await
+    }
+
+    /// [`Kvs::start`], with `before` applied to the emulator before the daemon starts (e.g. a
+    /// clock skew the daemon must cope with from its first request).
+    pub async fn start_with(
+        config: EmulatorConfig,
+        extra_env: &[(&str, &str)],
+        before: impl FnOnce(&Emulator),
+    ) -> Kvs {
         let emu = Emulator::start(config).await.expect("emulator");
         let channel = emu.create_channel(CHANNEL).expect("channel");
+        before(&emu);
         let daemon = Daemon::start(&kvs_env(&emu, extra_env), &[]);
         let kvs = Kvs {
             emu,
@@ -98,12 +109,23 @@ pub struct KvsViewer {
 /// first one *before* the offer (the service may deliver them in any order). Without, the
 /// offer carries every candidate and no trickle option (Alexa's way).
 pub async fn connect_viewer(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsViewer {
-    let viewer = TestViewer::new(102).await;
-    let mut signaling = kvs
+    let signaling = kvs
         .emu
         .connect_viewer(CHANNEL, client_id)
         .await
         .expect("viewer connect");
+    signal_viewer(signaling, client_id, trickle, || kvs.daemon.log()).await
+}
+
+/// [`connect_viewer`] over an already open viewer connection (e.g. one a child process opened
+/// with a presigned URL); `log` explains a failure.
+pub async fn signal_viewer(
+    mut signaling: SignalingClient,
+    client_id: &str,
+    trickle: bool,
+    log: impl Fn() -> String,
+) -> KvsViewer {
+    let viewer = TestViewer::new(102).await;
     let full = viewer.offer(true).await;
     let candidates: Vec<String> = full
         .lines()
@@ -143,7 +165,7 @@ pub async fn connect_viewer(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsVie
         assert!(
             !left.is_zero(),
             "viewer {client_id}: no answer/connection within 15 s\n{}",
-            kvs.daemon.log()
+            log()
         );
         if offer_to_answer.is_some() && viewer.wait_connected(Duration::from_millis(1)).await {
             break;

@@ -1,0 +1,210 @@
+//! KVS mode under the faults the real service produces: GO_AWAY, RECONNECT_ICE_SERVER, outages,
+//! the one-hour connection cap, the idle cut, clock skew, short-lived TURN credentials, hostile
+//! frames, reconnect storms and viewers that vanish. The real daemon binary runs against the
+//! KVS emulator; in every test a viewer that was already watching must keep decoding, because
+//! signaling trouble must never reach media that is already flowing.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use kvs_emulator::{EmulatorConfig, SignalingClient};
+use support::kvs::{CHANNEL, Kvs, KvsViewer, connect_viewer, signal_viewer};
+
+/// The viewer keeps decoding: at least 10 more frames (a third of a second of video) within
+/// 10 s of now.
+async fn assert_still_decoding(kvs: &Kvs, v: &KvsViewer, after: &str) {
+    let before = v.viewer.decoded().frames;
+    let got = v
+        .viewer
+        .wait_frames(before + 10, Duration::from_secs(10))
+        .await;
+    assert!(
+        got.frames >= before + 10,
+        "the existing viewer stopped decoding after {after}: {} -> {} frames\n{}",
+        before,
+        got.frames,
+        kvs.daemon.log()
+    );
+}
+
+/// A new viewer gets video.
+async fn assert_new_viewer_decodes(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsViewer {
+    let v = connect_viewer(kvs, client_id, trickle).await;
+    let got = v.viewer.wait_frames(10, Duration::from_secs(15)).await;
+    assert!(
+        got.frames >= 10,
+        "new viewer {client_id} decoded {} frames\n{}",
+        got.frames,
+        kvs.daemon.log()
+    );
+    v
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn daemon_alive(kvs: &Kvs) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", kvs.daemon.pid()))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// GO_AWAY, RECONNECT_ICE_SERVER, garbage on the socket and a 5 s outage, one after the other
+/// on one daemon: after each the master is back, a new viewer gets video, and the first viewer
+/// never stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn master_recovers_from_go_away_ice_reconnect_garbage_and_an_outage() {
+    let kvs = Kvs::start(EmulatorConfig::default(), &[]).await;
+    let steady = connect_viewer(&kvs, "viewer-steady", true).await;
+    assert!(
+        steady
+            .viewer
+            .wait_frames(15, Duration::from_secs(20))
+            .await
+            .frames
+            >= 15
+    );
+
+    // 1. GO_AWAY: the service drains this host; the master must be back at once, not after
+    // the one-minute grace.
+    let connects = kvs.stats().master_connects;
+    let t0 = Instant::now();
+    kvs.emu.go_away(CHANNEL, Duration::from_secs(30)).unwrap();
+    assert!(
+        kvs.wait(Duration::from_secs(5), |s| s.master_connects > connects)
+            .await,
+        "no reconnect after GO_AWAY\n{}",
+        kvs.daemon.log()
+    );
+    let go_away = t0.elapsed();
+    eprintln!(
+        "MEASURE kvs reconnect after GO_AWAY: {} ms",
+        go_away.as_millis()
+    );
+    assert!(
+        go_away < Duration::from_secs(1),
+        "GO_AWAY reconnect took {go_away:?}"
+    );
+    let stats = kvs.daemon_stats().await;
+    assert_eq!(stats["kvs"]["reconnects"]["go-away"], 1, "{stats}");
+    assert_new_viewer_decodes(&kvs, "viewer-after-go-away", false).await;
+    assert_still_decoding(&kvs, &steady, "GO_AWAY").await;
+
+    // 3. RECONNECT_ICE_SERVER: new TURN credentials, then connected again.
+    let before = kvs.stats();
+    kvs.emu.reconnect_ice_server(CHANNEL).unwrap();
+    assert!(
+        kvs.wait(Duration::from_secs(5), |s| {
+            s.get_ice_server_config_calls > before.get_ice_server_config_calls
+                && s.master_connects > before.master_connects
+                && s.master_connected
+        })
+        .await,
+        "no ICE refetch + reconnect after RECONNECT_ICE_SERVER: {:?}\n{}",
+        kvs.stats(),
+        kvs.daemon.log()
+    );
+    let stats = kvs.daemon_stats().await;
+    assert_eq!(stats["kvs"]["reconnects"]["reconnect-ice-server"], 1, "{stats}");
+    assert_still_decoding(&kvs, &steady, "RECONNECT_ICE_SERVER").await;
+
+    // 8. Hostile frames: each is dropped, none costs the connection.
+    let connects = kvs.stats().master_connects;
+    let candidate = serde_json::json!({
+        "candidate": "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host",
+        "sdpMid": "0",
+        "sdpMLineIndex": 0
+    })
+    .to_string();
+    let huge = format!(
+        r#"{{"messageType":"SDP_OFFER","senderClientId":"viewer-huge","messagePayload":"{}"}}"#,
+        "QUFB".repeat(500_000)
+    );
+    let garbage = [
+        "this is not JSON".to_string(),
+        String::new(),
+        "null".into(),
+        "[1,2,3]".into(),
+        r#"{"message": "Endpoint request timed out", "connectionId":"Abc=", "requestId":"42"}"#
+            .into(),
+        r#"{"messageType":"SOMETHING_NEW","senderClientId":"viewer-x","messagePayload":"e30="}"#
+            .into(),
+        r#"{"messageType":"SDP_OFFER","senderClientId":"viewer-bad","messagePayload":"%%% not base64 %%%"}"#
+            .into(),
+        format!(
+            r#"{{"messageType":"SDP_OFFER","senderClientId":"viewer-junk","messagePayload":"{}"}}"#,
+            kvs_emulator::b64(r#"{"type":"offer","sdp":"v=0\r\nthis is no SDP\r\n"}"#)
+        ),
+        format!(
+            r#"{{"messageType":"ICE_CANDIDATE","senderClientId":"viewer-nobody","messagePayload":"{}"}}"#,
+            kvs_emulator::b64(&candidate)
+        ),
+        r#"{"messageType":"STATUS_RESPONSE","statusResponse":{"correlationId":"x","errorType":"InvalidArgumentException","statusCode":"400","description":"bad"}}"#
+            .into(),
+        huge,
+    ];
+    let dropped_before = kvs.daemon_stats().await["kvs"]["dropped_frames"]
+        .as_u64()
+        .unwrap_or(0);
+    for frame in &garbage {
+        kvs.emu.inject_raw_frame(CHANNEL, frame).unwrap();
+    }
+    // A viewer signalling after the garbage is answered on the same socket, so every frame
+    // above has been handled by then.
+    assert_new_viewer_decodes(&kvs, "viewer-after-garbage", true).await;
+    assert!(daemon_alive(&kvs), "daemon died:\n{}", kvs.daemon.log());
+    let s = kvs.stats();
+    assert!(s.master_connected);
+    assert_eq!(
+        s.master_connects,
+        connects,
+        "hostile frames cost the connection\n{}",
+        kvs.daemon.log()
+    );
+    let stats = kvs.daemon_stats().await;
+    assert_eq!(stats["kvs"]["state"], "connected", "{stats}");
+    assert!(
+        stats["kvs"]["dropped_frames"].as_u64().unwrap_or(0) > dropped_before,
+        "garbage not counted as dropped: {stats}"
+    );
+    assert!(
+        !stats["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["viewer"] == "viewer-junk" || s["viewer"] == "viewer-bad"),
+        "a session was made from garbage: {stats}"
+    );
+    assert_still_decoding(&kvs, &steady, "hostile frames").await;
+
+    // 2. Outage: the service is unreachable for 5 s, then back on the same address.
+    let connects = kvs.stats().master_connects;
+    let (outage, _) = tokio::join!(kvs.emu.outage(Duration::from_secs(5)), async {
+        // Media does not go through signaling: it flows during the outage too.
+        assert_still_decoding(&kvs, &steady, "the service went down").await;
+    });
+    outage.unwrap();
+    let restarted = Instant::now();
+    assert!(
+        kvs.wait(Duration::from_secs(15), |s| s.master_connects > connects)
+            .await,
+        "master not back within 15 s of the restart\n{}",
+        kvs.daemon.log()
+    );
+    let back = restarted.elapsed();
+    eprintln!(
+        "MEASURE kvs master back {} ms after a 5 s outage ended",
+        back.as_millis()
+    );
+    // Full jitter under a 10 s cap, plus the connect itself.
+    assert!(
+        back < Duration::from_secs(11),
+        "reconnect after the outage took {back:?}"
+    );
+    assert_new_viewer_decodes(&kvs, "viewer-after-outage", false).await;
+    assert_still_decoding(&kvs, &steady, "the outage").await;
+}
