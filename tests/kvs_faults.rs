@@ -208,3 +208,116 @@ async fn master_recovers_from_go_away_ice_reconnect_garbage_and_an_outage() {
     assert_new_viewer_decodes(&kvs, "viewer-after-outage", false).await;
     assert_still_decoding(&kvs, &steady, "the outage").await;
 }
+
+/// Not a test on its own: the body of a KVS viewer *process* that
+/// `max_duration_reconnects_spare_viewers_and_a_vanished_viewer_is_reaped` starts and then kills
+/// with SIGKILL, so neither its peer connection nor its signaling says goodbye.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper process; run by max_duration_reconnects_spare_viewers_and_a_vanished_viewer_is_reaped"]
+async fn kvs_viewer_process() {
+    let url = std::env::var("CAMGATE_TEST_KVS_URL").expect("CAMGATE_TEST_KVS_URL");
+    let id = std::env::var("CAMGATE_TEST_KVS_CLIENT").expect("CAMGATE_TEST_KVS_CLIENT");
+    let signaling = SignalingClient::connect(&url, Some(&id)).await.unwrap();
+    let v = signal_viewer(signaling, &id, true, String::new).await;
+    assert!(v.viewer.wait_frames(5, Duration::from_secs(20)).await.frames >= 5);
+    println!("VIEWER-DECODING");
+    std::future::pending::<()>().await;
+}
+
+fn sessions_of(stats: &serde_json::Value, client_id: &str) -> usize {
+    stats["sessions"]
+        .as_array()
+        .map(|a| a.iter().filter(|s| s["viewer"] == client_id).count())
+        .unwrap_or(0)
+}
+
+/// The service closes every connection after its maximum duration (1 h; 5 s here): the master
+/// reconnects each time and viewers do not notice. Meanwhile a viewer process dies without a
+/// word and its session is reaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_duration_reconnects_spare_viewers_and_a_vanished_viewer_is_reaped() {
+    let kvs = Kvs::start(
+        EmulatorConfig {
+            max_connection_duration: Duration::from_secs(5),
+            ..EmulatorConfig::default()
+        },
+        &[],
+    )
+    .await;
+    let steady = connect_viewer(&kvs, "viewer-steady", true).await;
+
+    let doomed = "viewer-doomed";
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["kvs_viewer_process", "--exact", "--ignored", "--nocapture"])
+        .env(
+            "CAMGATE_TEST_KVS_URL",
+            kvs.emu.presigned_url(CHANNEL, Some(doomed)).unwrap(),
+        )
+        .env("CAMGATE_TEST_KVS_CLIENT", doomed)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let decoding = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            BufReader::new(stdout)
+                .lines()
+                .any(|l| l.map(|l| l.contains("VIEWER-DECODING")).unwrap_or(false))
+        }),
+    )
+    .await;
+    assert!(
+        matches!(decoding, Ok(Ok(true))),
+        "viewer process never decoded\n{}",
+        kvs.daemon.log()
+    );
+    assert_eq!(sessions_of(&kvs.daemon_stats().await, doomed), 1);
+
+    child.kill().unwrap();
+    let _ = child.wait();
+    let gone = Instant::now();
+    let connects = kvs.stats().master_connects;
+    let reaped = async {
+        loop {
+            let stats = kvs.daemon_stats().await;
+            if sessions_of(&stats, doomed) == 0 {
+                return gone.elapsed();
+            }
+            assert!(
+                gone.elapsed() < Duration::from_secs(30),
+                "session still alive 30 s after its viewer vanished: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    let reconnects = async {
+        assert!(
+            kvs.wait(Duration::from_secs(25), |s| {
+                s.max_duration_closes >= 2 && s.master_connects >= connects + 2
+            })
+            .await,
+            "master not reconnected twice after max-duration closes: {:?}\n{}",
+            kvs.stats(),
+            kvs.daemon.log()
+        );
+        assert_still_decoding(&kvs, &steady, "two max-duration reconnects").await;
+    };
+    let (reaped_after, ()) = tokio::join!(reaped, reconnects);
+    eprintln!(
+        "MEASURE vanished KVS viewer's session dropped after {:.1} s",
+        reaped_after.as_secs_f64()
+    );
+    assert!(
+        kvs.wait(Duration::from_secs(10), |s| s.master_connected)
+            .await
+    );
+    let stats = kvs.daemon_stats().await;
+    assert_eq!(sessions_of(&stats, "viewer-steady"), 1, "{stats}");
+    assert!(
+        stats["kvs"]["connects"].as_u64().unwrap_or(0) >= 3,
+        "daemon does not count its reconnects: {stats}"
+    );
+    assert_new_viewer_decodes(&kvs, "viewer-late", true).await;
+    assert_still_decoding(&kvs, &steady, "the vanished viewer was reaped").await;
+}
