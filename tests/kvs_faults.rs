@@ -11,15 +11,17 @@ use std::time::{Duration, Instant};
 
 use kvs_emulator::{EmulatorConfig, SignalingClient};
 use support::kvs::{CHANNEL, Kvs, KvsViewer, connect_viewer, signal_viewer};
+use support::viewer::TestViewer;
 
 /// The viewer keeps decoding: at least 10 more frames (a third of a second of video) within
 /// 10 s of now.
 async fn assert_still_decoding(kvs: &Kvs, v: &KvsViewer, after: &str) {
-    let before = v.viewer.decoded().frames;
-    let got = v
-        .viewer
-        .wait_frames(before + 10, Duration::from_secs(10))
-        .await;
+    assert_still_decoding_viewer(kvs, &v.viewer, after).await;
+}
+
+async fn assert_still_decoding_viewer(kvs: &Kvs, v: &TestViewer, after: &str) {
+    let before = v.decoded().frames;
+    let got = v.wait_frames(before + 10, Duration::from_secs(10)).await;
     assert!(
         got.frames >= before + 10,
         "the existing viewer stopped decoding after {after}: {} -> {} frames\n{}",
@@ -251,7 +253,7 @@ async fn max_duration_reconnects_spare_viewers_and_a_vanished_viewer_is_reaped()
         .args(["kvs_viewer_process", "--exact", "--ignored", "--nocapture"])
         .env(
             "CAMGATE_TEST_KVS_URL",
-            kvs.emu.presigned_url(CHANNEL, Some(doomed)).unwrap(),
+            kvs.viewer_url(doomed),
         )
         .env("CAMGATE_TEST_KVS_CLIENT", doomed)
         .stdout(std::process::Stdio::piped())
@@ -320,4 +322,130 @@ async fn max_duration_reconnects_spare_viewers_and_a_vanished_viewer_is_reaped()
     );
     assert_new_viewer_decodes(&kvs, "viewer-late", true).await;
     assert_still_decoding(&kvs, &steady, "the vanished viewer was reaped").await;
+}
+
+/// Opens a viewer connection, retrying while the channel's 3 connects/s quota refuses it, and
+/// signals as [`connect_viewer`] does.
+async fn connect_viewer_paced(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsViewer {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let signaling = loop {
+        match SignalingClient::connect(&kvs.viewer_url(client_id), Some(client_id)).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("viewer {client_id} cannot connect: {e}"),
+        }
+    };
+    signal_viewer(signaling, client_id, trickle, || kvs.daemon.log()).await
+}
+
+/// A device whose clock is an hour behind AWS, a service that cuts idle sockets after 3 s and
+/// TURN credentials that live 4 s: the master corrects its signing clock, keeps one connection
+/// alive with pings alone, refreshes ICE in the background, and answers offers at once with
+/// fresh servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn skewed_clock_idle_cut_and_short_turn_ttl() {
+    let ttl = Duration::from_secs(4);
+    let skew = Duration::from_secs(3600);
+    let kvs = Kvs::start_with(
+        EmulatorConfig {
+            idle_timeout: Duration::from_secs(3),
+            ice_ttl: ttl,
+            ..EmulatorConfig::default()
+        },
+        &[("CAMGATE__KVS__PING_INTERVAL_S", "1")],
+        |emu| emu.set_clock_skew(skew),
+    )
+    .await;
+
+    // 6. Clock skew: refused first ("Signature expired"), then corrected from the service's Date.
+    assert!(
+        kvs.emu.global_stats().rejected_signatures >= 1,
+        "the skew was never noticed by the service: {:?}",
+        kvs.emu.global_stats()
+    );
+    let stats = kvs.daemon_stats().await;
+    let offset = stats["kvs"]["clock_offset_ms"].as_i64().unwrap_or(0);
+    assert!(
+        (offset - skew.as_millis() as i64).abs() < 5_000,
+        "clock_offset_ms {offset} does not reflect the 1 h skew: {stats}"
+    );
+    assert_eq!(kvs.stats().master_connects, 1);
+
+    let steady = connect_viewer(&kvs, "viewer-steady", true).await;
+    // Its signaling is done; closed so that only the master's socket can be cut for idleness.
+    let KvsViewer {
+        viewer: steady,
+        signaling,
+        ..
+    } = steady;
+    signaling.close().await.ok();
+    assert!(steady.wait_frames(10, Duration::from_secs(15)).await.frames >= 10);
+
+    // 7. Sessions come and go while the 4 s TURN credentials are refreshed in the background.
+    let first = kvs.stats();
+    let started = Instant::now();
+    let (mut trickle, mut complete) = (Vec::new(), Vec::new());
+    while trickle.len() < 10 || started.elapsed() < Duration::from_secs(10) {
+        for (id, is_trickle) in [("viewer-t", true), ("viewer-c", false)] {
+            let v = connect_viewer_paced(&kvs, id, is_trickle).await;
+            let stats = kvs.daemon_stats().await;
+            let age = stats["kvs"]["ice_config_age_s"].as_f64().unwrap_or(f64::MAX);
+            assert!(
+                age < ttl.as_secs_f64(),
+                "a session was created with ICE config {age} s old (TTL {ttl:?}): {stats}"
+            );
+            if is_trickle {
+                trickle.push(v.offer_to_answer);
+            } else {
+                complete.push(v.offer_to_answer);
+            }
+            v.signaling.close().await.ok();
+            v.viewer.close().await;
+        }
+    }
+    let refreshed = kvs.stats();
+    assert!(
+        refreshed.get_ice_server_config_calls >= first.get_ice_server_config_calls + 3,
+        "ICE config not refreshed in the background over {:?}: {} -> {}",
+        started.elapsed(),
+        first.get_ice_server_config_calls,
+        refreshed.get_ice_server_config_calls
+    );
+    let slowest = *trickle.iter().max().unwrap();
+    eprintln!(
+        "MEASURE kvs offer->answer median over {} each: trickle {} ms (max {} ms), complete {} ms (max {} ms)",
+        trickle.len(),
+        median(trickle.clone()).as_millis(),
+        slowest.as_millis(),
+        median(complete.clone()).as_millis(),
+        complete.iter().max().unwrap().as_millis()
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a trickle offer waited {slowest:?} for its answer"
+    );
+    assert_still_decoding_viewer(&kvs, &steady, "20 sessions and ICE refreshes").await;
+
+    // 5. Quiet: only pings keep the master's socket alive across several idle periods.
+    let pings = kvs.stats().master_ping_frames;
+    assert!(
+        kvs.wait(Duration::from_secs(12), |s| s.master_ping_frames >= pings + 8)
+            .await,
+        "the master does not ping every second: {:?}",
+        kvs.stats()
+    );
+    let s = kvs.stats();
+    assert_eq!(s.idle_closes, 0, "idle cut despite pings: {s:?}");
+    assert_eq!(s.master_connects, 1, "the master had to reconnect: {s:?}");
+    assert!(s.master_connected);
+    assert!(
+        s.get_ice_server_config_calls > refreshed.get_ice_server_config_calls,
+        "ICE refresh stopped while idle"
+    );
+    let stats = kvs.daemon_stats().await;
+    assert_eq!(stats["kvs"]["connects"], 1, "{stats}");
+    assert_still_decoding_viewer(&kvs, &steady, "the quiet period").await;
 }

@@ -75,6 +75,21 @@ impl Kvs {
         kvs
     }
 
+    /// A presigned ConnectAsViewer URL, signed by the emulator's clock (which a test may have
+    /// skewed: viewers are not the device under test).
+    pub fn viewer_url(&self, client_id: &str) -> String {
+        kvs_emulator::presigned_connect_url(
+            &self.emu.signaling_ws_url(),
+            &self.channel.arn,
+            Some(client_id),
+            &self.emu.credentials(),
+            self.emu.region(),
+            self.emu.now(),
+            300,
+        )
+        .expect("presign")
+    }
+
     pub fn stats(&self) -> ChannelStats {
         self.emu.stats(CHANNEL).expect("channel stats")
     }
@@ -109,9 +124,7 @@ pub struct KvsViewer {
 /// first one *before* the offer (the service may deliver them in any order). Without, the
 /// offer carries every candidate and no trickle option (Alexa's way).
 pub async fn connect_viewer(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsViewer {
-    let signaling = kvs
-        .emu
-        .connect_viewer(CHANNEL, client_id)
+    let signaling = SignalingClient::connect(&kvs.viewer_url(client_id), Some(client_id))
         .await
         .expect("viewer connect");
     signal_viewer(signaling, client_id, trickle, || kvs.daemon.log()).await
