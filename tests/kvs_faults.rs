@@ -449,3 +449,91 @@ async fn skewed_clock_idle_cut_and_short_turn_ttl() {
     assert_eq!(stats["kvs"]["connects"], 1, "{stats}");
     assert_still_decoding_viewer(&kvs, &steady, "the quiet period").await;
 }
+
+/// (open fds, threads) of a process, from /proc.
+fn proc_usage(pid: u32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (fds, threads)
+}
+
+/// Twenty reconnects leave no socket or thread behind. Half are abrupt TCP drops (the path
+/// most likely to leak a socket), half GO_AWAYs: twenty drops in a row take over a minute,
+/// because consecutive drops within 90 s of each other rightly grow the backoff to its 10 s cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_reconnect_cycles_leak_no_sockets_or_threads() {
+    const CYCLES: u64 = 20;
+    let kvs = Kvs::start(EmulatorConfig::default(), &[]).await;
+    let steady = connect_viewer(&kvs, "viewer-steady", true).await;
+    assert!(
+        steady
+            .viewer
+            .wait_frames(10, Duration::from_secs(20))
+            .await
+            .frames
+            >= 10
+    );
+    let pid = kvs.daemon.pid();
+    let cycle = |n: u64| {
+        let kvs = &kvs;
+        async move {
+            let connects = kvs.stats().master_connects;
+            if n % 2 == 0 {
+                kvs.emu.drop_master(CHANNEL).unwrap();
+            } else {
+                kvs.emu.go_away(CHANNEL, Duration::ZERO).unwrap();
+            }
+            assert!(
+                kvs.wait(Duration::from_secs(15), |s| s.master_connects > connects
+                    && s.master_connected)
+                    .await,
+                "cycle {n}: master not back\n{}",
+                kvs.daemon.log()
+            );
+        }
+    };
+    // One cycle first, so that whatever is created lazily on a reconnect exists already.
+    cycle(1).await;
+    let before = proc_usage(pid);
+    let t0 = Instant::now();
+    for n in 0..CYCLES {
+        cycle(n).await;
+    }
+    eprintln!(
+        "MEASURE {CYCLES} KVS reconnect cycles in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_still_decoding(&kvs, &steady, "20 reconnects").await;
+    // Closed sockets and idle blocking-pool threads take a moment to go.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        let now = proc_usage(pid);
+        if (now.0 <= before.0 + 3 && now.1 <= before.1 + 4) || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!("MEASURE daemon (fds, threads) before {before:?} after {after:?} {CYCLES} reconnects");
+    assert!(
+        after.0 <= before.0 + 3,
+        "fds grew from {} to {} over {CYCLES} reconnects",
+        before.0,
+        after.0
+    );
+    assert!(
+        after.1 <= before.1 + 4,
+        "threads grew from {} to {} over {CYCLES} reconnects",
+        before.1,
+        after.1
+    );
+    let stats = kvs.daemon_stats().await;
+    assert_eq!(stats["kvs"]["state"], "connected", "{stats}");
+    assert!(stats["kvs"]["connects"].as_u64().unwrap_or(0) > CYCLES, "{stats}");
+}
