@@ -111,7 +111,10 @@ async fn master_recovers_from_go_away_ice_reconnect_garbage_and_an_outage() {
         kvs.daemon.log()
     );
     let stats = kvs.daemon_stats().await;
-    assert_eq!(stats["kvs"]["reconnects"]["reconnect-ice-server"], 1, "{stats}");
+    assert_eq!(
+        stats["kvs"]["reconnects"]["reconnect-ice-server"], 1,
+        "{stats}"
+    );
     assert_still_decoding(&kvs, &steady, "RECONNECT_ICE_SERVER").await;
 
     // 8. Hostile frames: each is dropped, none costs the connection.
@@ -221,7 +224,13 @@ async fn kvs_viewer_process() {
     let id = std::env::var("CAMGATE_TEST_KVS_CLIENT").expect("CAMGATE_TEST_KVS_CLIENT");
     let signaling = SignalingClient::connect(&url, Some(&id)).await.unwrap();
     let v = signal_viewer(signaling, &id, true, String::new).await;
-    assert!(v.viewer.wait_frames(5, Duration::from_secs(20)).await.frames >= 5);
+    assert!(
+        v.viewer
+            .wait_frames(5, Duration::from_secs(20))
+            .await
+            .frames
+            >= 5
+    );
     println!("VIEWER-DECODING");
     std::future::pending::<()>().await;
 }
@@ -251,10 +260,7 @@ async fn max_duration_reconnects_spare_viewers_and_a_vanished_viewer_is_reaped()
     let doomed = "viewer-doomed";
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["kvs_viewer_process", "--exact", "--ignored", "--nocapture"])
-        .env(
-            "CAMGATE_TEST_KVS_URL",
-            kvs.viewer_url(doomed),
-        )
+        .env("CAMGATE_TEST_KVS_URL", kvs.viewer_url(doomed))
         .env("CAMGATE_TEST_KVS_CLIENT", doomed)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -331,8 +337,7 @@ async fn connect_viewer_paced(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsV
     let signaling = loop {
         match SignalingClient::connect(&kvs.viewer_url(client_id), Some(client_id)).await {
             Ok(s) => break s,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("viewer {client_id} cannot connect: {e}"),
@@ -387,18 +392,21 @@ async fn skewed_clock_idle_cut_and_short_turn_ttl() {
     // 7. Sessions come and go while the 4 s TURN credentials are refreshed in the background.
     let first = kvs.stats();
     let started = Instant::now();
-    let (mut trickle, mut complete) = (Vec::new(), Vec::new());
+    let (mut trickle, mut complete, mut first_candidate) = (Vec::new(), Vec::new(), Vec::new());
     while trickle.len() < 10 || started.elapsed() < Duration::from_secs(10) {
         for (id, is_trickle) in [("viewer-t", true), ("viewer-c", false)] {
             let v = connect_viewer_paced(&kvs, id, is_trickle).await;
             let stats = kvs.daemon_stats().await;
-            let age = stats["kvs"]["ice_config_age_s"].as_f64().unwrap_or(f64::MAX);
+            let age = stats["kvs"]["ice_config_age_s"]
+                .as_f64()
+                .unwrap_or(f64::MAX);
             assert!(
                 age < ttl.as_secs_f64(),
                 "a session was created with ICE config {age} s old (TTL {ttl:?}): {stats}"
             );
             if is_trickle {
                 trickle.push(v.offer_to_answer);
+                first_candidate.extend(v.answer_to_first_candidate);
             } else {
                 complete.push(v.offer_to_answer);
             }
@@ -423,6 +431,19 @@ async fn skewed_clock_idle_cut_and_short_turn_ttl() {
         median(complete.clone()).as_millis(),
         complete.iter().max().unwrap().as_millis()
     );
+    let daemon_side: Vec<Duration> = kvs.daemon_stats().await["kvs"]["offer_to_answer_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .map(Duration::from_millis)
+        .collect();
+    eprintln!(
+        "MEASURE kvs offer->answer inside the daemon (/stats, {} offers): median {} ms; answer->first trickled candidate at the viewer: median {} ms",
+        daemon_side.len(),
+        median(daemon_side).as_millis(),
+        median(first_candidate).as_millis()
+    );
     assert!(
         slowest < Duration::from_secs(1),
         "a trickle offer waited {slowest:?} for its answer"
@@ -432,7 +453,8 @@ async fn skewed_clock_idle_cut_and_short_turn_ttl() {
     // 5. Quiet: only pings keep the master's socket alive across several idle periods.
     let pings = kvs.stats().master_ping_frames;
     assert!(
-        kvs.wait(Duration::from_secs(12), |s| s.master_ping_frames >= pings + 8)
+        kvs.wait(Duration::from_secs(12), |s| s.master_ping_frames
+            >= pings + 8)
             .await,
         "the master does not ping every second: {:?}",
         kvs.stats()
@@ -485,7 +507,7 @@ async fn twenty_reconnect_cycles_leak_no_sockets_or_threads() {
         let kvs = &kvs;
         async move {
             let connects = kvs.stats().master_connects;
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 kvs.emu.drop_master(CHANNEL).unwrap();
             } else {
                 kvs.emu.go_away(CHANNEL, Duration::ZERO).unwrap();
@@ -520,7 +542,9 @@ async fn twenty_reconnect_cycles_leak_no_sockets_or_threads() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    eprintln!("MEASURE daemon (fds, threads) before {before:?} after {after:?} {CYCLES} reconnects");
+    eprintln!(
+        "MEASURE daemon (fds, threads) before {before:?} after {after:?} {CYCLES} reconnects"
+    );
     assert!(
         after.0 <= before.0 + 3,
         "fds grew from {} to {} over {CYCLES} reconnects",
@@ -535,5 +559,8 @@ async fn twenty_reconnect_cycles_leak_no_sockets_or_threads() {
     );
     let stats = kvs.daemon_stats().await;
     assert_eq!(stats["kvs"]["state"], "connected", "{stats}");
-    assert!(stats["kvs"]["connects"].as_u64().unwrap_or(0) > CYCLES, "{stats}");
+    assert!(
+        stats["kvs"]["connects"].as_u64().unwrap_or(0) > CYCLES,
+        "{stats}"
+    );
 }

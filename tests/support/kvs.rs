@@ -117,6 +117,8 @@ pub struct KvsViewer {
     pub offer_to_answer: Duration,
     /// ICE_CANDIDATE messages the master trickled to us.
     pub trickled_from_master: usize,
+    /// SDP_ANSWER received → first ICE_CANDIDATE from the master received (trickle only).
+    pub answer_to_first_candidate: Option<Duration>,
 }
 
 /// Connects `client_id` as a KVS viewer. With `trickle`, the offer announces
@@ -170,6 +172,8 @@ pub async fn signal_viewer(
     }
 
     let mut offer_to_answer = None;
+    let mut answered_at = None;
+    let mut answer_to_first_candidate = None;
     let mut trickled = 0;
     let deadline = Instant::now() + Duration::from_secs(15);
     // Read until answered, then (trickle) keep applying candidates until connected.
@@ -194,6 +198,7 @@ pub async fn signal_viewer(
         match msg.message_type.as_deref() {
             Some("SDP_ANSWER") => {
                 offer_to_answer = Some(started.elapsed());
+                answered_at = Some(Instant::now());
                 let sdp = msg.sdp().expect("answer without SDP");
                 if !trickle {
                     assert!(
@@ -205,6 +210,9 @@ pub async fn signal_viewer(
             }
             Some("ICE_CANDIDATE") => {
                 trickled += 1;
+                if answer_to_first_candidate.is_none() {
+                    answer_to_first_candidate = answered_at.map(|t: Instant| t.elapsed());
+                }
                 if let Some(p) = msg.payload.as_deref() {
                     viewer.add_candidate(p).await;
                 }
@@ -217,5 +225,6 @@ pub async fn signal_viewer(
         signaling,
         offer_to_answer: offer_to_answer.unwrap(),
         trickled_from_master: trickled,
+        answer_to_first_candidate,
     }
 }
