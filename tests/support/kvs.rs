@@ -47,8 +47,19 @@ pub struct Kvs {
 impl Kvs {
     /// Emulator + channel + daemon, waiting until the daemon is connected as master.
     pub async fn start(config: EmulatorConfig, extra_env: &[(&str, &str)]) -> Kvs {
+        Self::start_with(config, extra_env, |_| {}).await
+    }
+
+    /// [`Kvs::start`], with `before` applied to the emulator before the daemon starts (e.g. a
+    /// clock skew the daemon must cope with from its first request).
+    pub async fn start_with(
+        config: EmulatorConfig,
+        extra_env: &[(&str, &str)],
+        before: impl FnOnce(&Emulator),
+    ) -> Kvs {
         let emu = Emulator::start(config).await.expect("emulator");
         let channel = emu.create_channel(CHANNEL).expect("channel");
+        before(&emu);
         let daemon = Daemon::start(&kvs_env(&emu, extra_env), &[]);
         let kvs = Kvs {
             emu,
@@ -62,6 +73,21 @@ impl Kvs {
             kvs.daemon.log()
         );
         kvs
+    }
+
+    /// A presigned ConnectAsViewer URL, signed by the emulator's clock (which a test may have
+    /// skewed: viewers are not the device under test).
+    pub fn viewer_url(&self, client_id: &str) -> String {
+        kvs_emulator::presigned_connect_url(
+            &self.emu.signaling_ws_url(),
+            &self.channel.arn,
+            Some(client_id),
+            &self.emu.credentials(),
+            self.emu.region(),
+            self.emu.now(),
+            300,
+        )
+        .expect("presign")
     }
 
     pub fn stats(&self) -> ChannelStats {
@@ -91,6 +117,8 @@ pub struct KvsViewer {
     pub offer_to_answer: Duration,
     /// ICE_CANDIDATE messages the master trickled to us.
     pub trickled_from_master: usize,
+    /// SDP_ANSWER received → first ICE_CANDIDATE from the master received (trickle only).
+    pub answer_to_first_candidate: Option<Duration>,
 }
 
 /// Connects `client_id` as a KVS viewer. With `trickle`, the offer announces
@@ -98,12 +126,21 @@ pub struct KvsViewer {
 /// first one *before* the offer (the service may deliver them in any order). Without, the
 /// offer carries every candidate and no trickle option (Alexa's way).
 pub async fn connect_viewer(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsViewer {
-    let viewer = TestViewer::new(102).await;
-    let mut signaling = kvs
-        .emu
-        .connect_viewer(CHANNEL, client_id)
+    let signaling = SignalingClient::connect(&kvs.viewer_url(client_id), Some(client_id))
         .await
         .expect("viewer connect");
+    signal_viewer(signaling, client_id, trickle, || kvs.daemon.log()).await
+}
+
+/// [`connect_viewer`] over an already open viewer connection (e.g. one a child process opened
+/// with a presigned URL); `log` explains a failure.
+pub async fn signal_viewer(
+    mut signaling: SignalingClient,
+    client_id: &str,
+    trickle: bool,
+    log: impl Fn() -> String,
+) -> KvsViewer {
+    let viewer = TestViewer::new(102).await;
     let full = viewer.offer(true).await;
     let candidates: Vec<String> = full
         .lines()
@@ -135,6 +172,8 @@ pub async fn connect_viewer(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsVie
     }
 
     let mut offer_to_answer = None;
+    let mut answered_at = None;
+    let mut answer_to_first_candidate = None;
     let mut trickled = 0;
     let deadline = Instant::now() + Duration::from_secs(15);
     // Read until answered, then (trickle) keep applying candidates until connected.
@@ -143,7 +182,7 @@ pub async fn connect_viewer(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsVie
         assert!(
             !left.is_zero(),
             "viewer {client_id}: no answer/connection within 15 s\n{}",
-            kvs.daemon.log()
+            log()
         );
         if offer_to_answer.is_some() && viewer.wait_connected(Duration::from_millis(1)).await {
             break;
@@ -159,6 +198,7 @@ pub async fn connect_viewer(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsVie
         match msg.message_type.as_deref() {
             Some("SDP_ANSWER") => {
                 offer_to_answer = Some(started.elapsed());
+                answered_at = Some(Instant::now());
                 let sdp = msg.sdp().expect("answer without SDP");
                 if !trickle {
                     assert!(
@@ -170,6 +210,9 @@ pub async fn connect_viewer(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsVie
             }
             Some("ICE_CANDIDATE") => {
                 trickled += 1;
+                if answer_to_first_candidate.is_none() {
+                    answer_to_first_candidate = answered_at.map(|t: Instant| t.elapsed());
+                }
                 if let Some(p) = msg.payload.as_deref() {
                     viewer.add_candidate(p).await;
                 }
@@ -182,5 +225,6 @@ pub async fn connect_viewer(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsVie
         signaling,
         offer_to_answer: offer_to_answer.unwrap(),
         trickled_from_master: trickled,
+        answer_to_first_candidate,
     }
 }

@@ -271,7 +271,6 @@ impl TestViewer {
                         rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
                     },
                     payload_type: pt,
-                    ..Default::default()
                 },
                 RtpCodecKind::Video,
             )
