@@ -512,6 +512,7 @@ impl DaemonOptions {
                     iot,
                     gather_timeout,
                     ping_interval: Duration::from_secs(u64::from(k.ping_interval_s)),
+                    region_stun: k.region_stun,
                     ..Default::default()
                 }))
             }

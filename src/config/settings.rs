@@ -147,6 +147,8 @@ pub struct KvsSettings {
     pub create_channel: bool,
     /// WebSocket ping after this many idle seconds (the service cuts idle sockets at 10 min).
     pub ping_interval_s: u32,
+    /// Give every session the channel region's KVS STUN server.
+    pub region_stun: bool,
     pub iot: IotSettings,
 }
 
@@ -159,6 +161,7 @@ impl Default for KvsSettings {
             endpoint_url: None,
             create_channel: false,
             ping_interval_s: 25,
+            region_stun: true,
             iot: IotSettings::default(),
         }
     }
@@ -304,6 +307,7 @@ impl Settings {
         v.field("kvs.endpoint_url", &mut k.endpoint_url);
         v.field("kvs.create_channel", &mut k.create_channel);
         v.field("kvs.ping_interval_s", &mut k.ping_interval_s);
+        v.field("kvs.region_stun", &mut k.region_stun);
         let i = &mut k.iot;
         v.field("kvs.iot.endpoint", &mut i.endpoint);
         v.field("kvs.iot.cert", &mut i.cert);

@@ -21,6 +21,8 @@ pub fn kvs_env(emu: &Emulator, extra: &[(&str, &str)]) -> Vec<(String, String)> 
     add("CAMGATE__KVS__REGION", emu.region());
     add("CAMGATE__KVS__CHANNEL_NAME", CHANNEL);
     add("CAMGATE__KVS__ENDPOINT_URL", &emu.control_plane_url());
+    // Tests send nothing off the machine: no STUN to the real AWS region.
+    add("CAMGATE__KVS__REGION_STUN", "false");
     add("AWS_ACCESS_KEY_ID", &creds.access_key_id);
     add("AWS_SECRET_ACCESS_KEY", &creds.secret_access_key);
     if let Some(t) = &creds.session_token {

@@ -160,7 +160,7 @@ impl std::fmt::Debug for SignalingClient {
 impl SignalingClient {
     /// Connects to a presigned URL; an HTTP refusal becomes `ClientError::Rejected`.
     pub async fn connect(url: &str, client_id: Option<&str>) -> Result<Self, ClientError> {
-        match tokio_tungstenite::connect_async(url).await {
+        match tokio_tungstenite::connect_async_with_config(url, None, true).await {
             Ok((ws, _)) => Ok(Self {
                 ws,
                 client_id: client_id.map(str::to_owned),

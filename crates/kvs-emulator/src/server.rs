@@ -189,7 +189,11 @@ pub(crate) fn spawn_accept_loop(shared: Arc<Shared>, listener: TcpListener) -> J
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    // Signaling messages are small and latency is what tests measure: no Nagle.
+                    let _ = stream.set_nodelay(true);
+                    stream
+                }
                 Err(e) => {
                     tracing::warn!("kvs-emulator accept failed: {e}");
                     continue;

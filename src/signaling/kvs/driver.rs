@@ -144,12 +144,15 @@ impl Driver {
             ..MachineConfig::default()
         };
         let (tx, rx) = mpsc::channel(256);
-        let ice = IceRefresher::new(
+        let mut ice = IceRefresher::new(
             control.region(),
             RefreshConfig::default(),
             system_jitter(),
             system_jitter(),
         );
+        if !opts.region_stun {
+            ice = ice.without_region_stun();
+        }
         Driver {
             opts,
             control,
@@ -834,7 +837,10 @@ pub(crate) async fn connect(
     let time = presign::signing_time(SystemTime::now(), clock_offset_ms);
     let url = presign::master_url(&creds, endpoint, channel_arn, control.region(), time)
         .map_err(|e| (e.to_string(), Failure::Other))?;
-    match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url.as_str())).await {
+    // No Nagle: an answer and the candidates right behind it are small writes in a row, and
+    // delaying them by an ACK round trip eats into a viewer's (or Alexa's) connect budget.
+    let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true);
+    match tokio::time::timeout(timeout, connect).await {
         Err(_) => Err((
             format!("handshake timed out after {} s", timeout.as_secs()),
             Failure::Timeout,

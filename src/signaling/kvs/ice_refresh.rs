@@ -58,7 +58,8 @@ impl Default for RefreshConfig {
 /// Sans-IO ICE config cache: tells the driver when to fetch, keeps what was fetched.
 pub struct IceRefresher {
     cfg: RefreshConfig,
-    stun: String,
+    /// The region's KVS STUN server; None when turned off (`kvs.region_stun = false`).
+    stun: Option<String>,
     turn: Vec<(TurnServer, Instant)>,
     fetched_at: Option<Instant>,
     next_fetch: Option<Instant>,
@@ -84,7 +85,7 @@ impl IceRefresher {
     pub fn new(region: &str, cfg: RefreshConfig, jitter: Jitter, retry_jitter: Jitter) -> Self {
         IceRefresher {
             cfg,
-            stun: stun_url(region),
+            stun: Some(stun_url(region)),
             turn: Vec::new(),
             fetched_at: None,
             next_fetch: None,
@@ -92,6 +93,14 @@ impl IceRefresher {
             retry: Backoff::new(cfg.retry, retry_jitter),
             jitter,
         }
+    }
+
+    /// Leaves the region's STUN server out of [`IceRefresher::current`]: for devices with no
+    /// route to it (a private network that reaches AWS only through a proxy) and for tests,
+    /// which must not send anything off the machine.
+    pub fn without_region_stun(mut self) -> Self {
+        self.stun = None;
+        self
     }
 
     /// Arms the first fetch (normally the connection chain fetches first and reports it here).
@@ -176,11 +185,15 @@ impl IceRefresher {
 
     /// The servers to give a session created now: STUN plus every TURN entry not near expiry.
     pub fn current(&self, now: Instant) -> Vec<IceServer> {
-        let mut out = vec![IceServer {
-            urls: vec![self.stun.clone()],
-            username: None,
-            credential: None,
-        }];
+        let mut out: Vec<IceServer> = self
+            .stun
+            .iter()
+            .map(|stun| IceServer {
+                urls: vec![stun.clone()],
+                username: None,
+                credential: None,
+            })
+            .collect();
         for (s, exp) in &self.turn {
             if now + self.cfg.grace < *exp {
                 out.push(IceServer {
@@ -231,6 +244,13 @@ mod tests {
             fixed_jitter(j),
             fixed_jitter(0.999),
         )
+    }
+
+    #[test]
+    fn region_stun_can_be_left_out() {
+        let t0 = Instant::now();
+        let r = refresher(0.5).without_region_stun();
+        assert!(r.current(t0).is_empty());
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct KvsOptions {
     pub iot: Option<IotOptions>,
     /// Fixed credentials (keys from the config file, tests); wins over `iot` and the chain.
     pub credentials: Option<aws_credential_types::Credentials>,
+    /// Give sessions the channel region's KVS STUN server (on AWS, always wanted).
+    pub region_stun: bool,
     /// Our `ClientId` in GetIceServerConfig.
     pub client_id: String,
     /// Send a WebSocket Ping when nothing was sent for this long (service idle cut: 10 min).
@@ -107,6 +109,7 @@ impl Default for KvsOptions {
             create_channel: false,
             iot: None,
             credentials: None,
+            region_stun: true,
             client_id: "camgate-master".into(),
             ping_interval: Duration::from_secs(25),
             max_connection_age: Duration::from_secs(55 * 60),
