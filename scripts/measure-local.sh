@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10}; secs=${2:-20}; port=18090
-cargo build --release --locked --bin camgate --example whep_load >/dev/null
+cargo build --release --locked --quiet --bin camgate --example whep_load
 
 CAMGATE__WEBRTC__HOST_ADDRESSES=127.0.0.1 CAMGATE__WEBRTC__MAX_VIEWERS=$((n + 1)) \
   ./target/release/camgate run --listen 127.0.0.1:$port >/tmp/camgate-measure.log 2>&1 &
