@@ -250,6 +250,20 @@ pub(crate) fn envelope(message_type: &str, payload: Option<&str>, sender: Option
     .unwrap_or_default()
 }
 
+/// A client message the service will not route: counted, and answered with STATUS_RESPONSE
+/// only when the sender gave a correlationId (reference §2.2: otherwise it fails silently).
+fn refuse(ch: &mut Channel, conn: ConnId, correlation_id: Option<&str>, r: Refusal) -> Vec<Action> {
+    ch.stats.messages_rejected += 1;
+    let Some(corr) = correlation_id else {
+        return Vec::new();
+    };
+    ch.stats.status_responses_sent += 1;
+    vec![Action::Send {
+        conn,
+        text: status_response(corr, r.error_type, r.code, &r.description),
+    }]
+}
+
 fn status_response(correlation_id: &str, error_type: &str, code: u16, description: &str) -> String {
     let code = code.to_string();
     serde_json::to_string(&OutEnvelope {
@@ -612,44 +626,15 @@ impl Hub {
         })();
         let (kind, out_type, payload) = match checked {
             Ok(ok) => ok,
-            Err(refusal) => {
-                ch.stats.messages_rejected += 1;
-                return match &msg.correlation_id {
-                    Some(corr) => {
-                        ch.stats.status_responses_sent += 1;
-                        vec![Action::Send {
-                            conn,
-                            text: status_response(
-                                corr,
-                                refusal.error_type,
-                                refusal.code,
-                                &refusal.description,
-                            ),
-                        }]
-                    }
-                    None => Vec::new(),
-                };
-            }
+            Err(refusal) => return refuse(ch, conn, msg.correlation_id.as_deref(), refusal),
         };
         let (to, text) = match &c.peer {
             Peer::Master => {
                 let Some(recipient) = msg.recipient.filter(|r| valid_id(r)) else {
-                    ch.stats.messages_rejected += 1;
-                    return match &msg.correlation_id {
-                        Some(corr) => {
-                            ch.stats.status_responses_sent += 1;
-                            vec![Action::Send {
-                                conn,
-                                text: status_response(
-                                    corr,
-                                    "InvalidArgumentException",
-                                    400,
-                                    "recipientClientId is required and must match [a-zA-Z0-9_.-]{1,256}",
-                                ),
-                            }]
-                        }
-                        None => Vec::new(),
-                    };
+                    let refusal = invalid(
+                        "recipientClientId is required and must match [a-zA-Z0-9_.-]{1,256}",
+                    );
+                    return refuse(ch, conn, msg.correlation_id.as_deref(), refusal);
                 };
                 if out_type == "SDP_ANSWER"
                     && let Some(waiter) = ch.alexa_waiters.remove(&recipient)
