@@ -594,3 +594,94 @@ async fn a_hundred_joins_and_leaves_leak_no_sockets_threads_or_memory() {
         "RSS grew from {rss0} KiB to {rss1} KiB"
     );
 }
+
+/// An offer shaped like Alexa's (reference §5.5: audio + video, H.264 on PT 99 with no fmtp,
+/// port 1, static audio payload types, CRLF) is answered with exactly one H.264 payload type
+/// carrying an explicit packetization-mode=1 fmtp, the offer's mids, and our candidates. The
+/// offer's own candidates are left out so no connectivity check leaves the machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alexa_shaped_offer_gets_a_well_formed_answer() {
+    let d = Daemon::start(&test_env(), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+    let offer = [
+        "v=0",
+        "o=- 1234567890 1234567890 IN IP4 0.0.0.0",
+        "s=a 2 z",
+        "c=IN IP4 0.0.0.0",
+        "t=0 0",
+        "a=group:BUNDLE audio0 video0",
+        "m=audio 1 UDP/TLS/RTP/SAVPF 96 0 8",
+        "a=setup:actpass",
+        "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        "a=rtpmap:96 opus/48000/2",
+        "a=rtpmap:0 PCMU/8000",
+        "a=rtpmap:8 PCMA/8000",
+        "a=rtcp:9 IN IP4 0.0.0.0",
+        "a=rtcp-mux",
+        "a=sendrecv",
+        "a=mid:audio0",
+        "a=ssrc:3735928559 cname:user1@host-0a1b2c3d",
+        "a=ice-ufrag:AbCd",
+        "a=ice-pwd:0123456789abcdefghijkl",
+        "a=fingerprint:sha-256 12:34:56:78:9A:BC:DE:F0:12:34:56:78:9A:BC:DE:F0:12:34:56:78:9A:BC:DE:F0:12:34:56:78:9A:BC:DE:F0",
+        "m=video 1 UDP/TLS/RTP/SAVPF 99",
+        "b=AS:2500",
+        "a=setup:actpass",
+        "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        "a=rtpmap:99 H264/90000",
+        "a=rtcp:9 IN IP4 0.0.0.0",
+        "a=rtcp-mux",
+        "a=sendrecv",
+        "a=mid:video0",
+        "a=rtcp-fb:99 nack",
+        "a=rtcp-fb:99 nack pli",
+        "a=rtcp-fb:99 ccm fir",
+        "a=ssrc:3735928560 cname:user1@host-0a1b2c3d",
+        "a=ice-ufrag:AbCd",
+        "a=ice-pwd:0123456789abcdefghijkl",
+        "a=fingerprint:sha-256 12:34:56:78:9A:BC:DE:F0:12:34:56:78:9A:BC:DE:F0:12:34:56:78:9A:BC:DE:F0:12:34:56:78:9A:BC:DE:F0",
+        "",
+    ]
+    .join("\r\n");
+    let (status, location, answer) = whep_post(&d.endpoint("whep"), SDP, offer).await;
+    assert_eq!(status, 201, "{answer}");
+    let video = answer.split("m=video").nth(1).unwrap_or_default();
+    assert!(
+        video.trim_start().starts_with(|c: char| c.is_ascii_digit()),
+        "{answer}"
+    );
+    let m_line = format!("m=video{}", video.lines().next().unwrap_or_default());
+    assert!(
+        m_line.trim_end().ends_with(" 99"),
+        "exactly PT 99 in {m_line}"
+    );
+    assert!(
+        video.contains(
+            "a=fmtp:99 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+        ),
+        "explicit fmtp expected:\n{answer}"
+    );
+    assert!(video.contains("a=mid:video0"), "{answer}");
+    assert!(answer.contains("a=setup:active"), "{answer}");
+    assert!(answer.contains("a=candidate:"), "{answer}");
+    assert!(!answer.contains("a=ice-options:trickle"), "{answer}");
+    assert!(
+        video.contains("a=sendonly"),
+        "a camera answers video sendonly:\n{answer}"
+    );
+    assert!(
+        video.contains("a=candidate:"),
+        "candidates belong in the bundled video section:\n{answer}"
+    );
+    let audio = answer.split("m=video").next().unwrap_or_default();
+    assert!(
+        !audio.contains("a=candidate:"),
+        "no candidates in the rejected audio section:\n{answer}"
+    );
+    let r = reqwest::Client::new()
+        .delete(d.endpoint(&location.unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

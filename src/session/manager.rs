@@ -188,7 +188,8 @@ impl SessionManager {
 
         let mut reservation = self.reserve()?;
         let trickle = match (&req.trickle, prepared.trickle) {
-            (Some(tx), true) => Some((tx.clone(), prepared.first_mid.clone())),
+            // We accept only the video section, so it carries the bundled transport.
+            (Some(tx), true) => Some((tx.clone(), prepared.video_mid.clone())),
             _ => None,
         };
         let trickled = trickle.is_some();
@@ -413,6 +414,9 @@ async fn negotiate(
     pc.set_remote_description(desc)
         .await
         .map_err(|e| SessionError::Negotiation(e.to_string()))?;
+    peer::send_only(pc)
+        .await
+        .map_err(|e| SessionError::Internal(e.to_string()))?;
     let answer = pc
         .create_answer(None)
         .await
@@ -434,7 +438,7 @@ async fn negotiate(
     }
     pc.local_description()
         .await
-        .map(|d| d.sdp)
+        .map(|d| sdp::place_candidates(&d.sdp))
         .ok_or_else(|| SessionError::Internal("no local description after answering".into()))
 }
 

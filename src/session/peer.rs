@@ -238,3 +238,26 @@ pub async fn build(
         },
     ))
 }
+
+/// Makes every transceiver that sends answer `sendonly`.
+///
+/// `add_track` creates a sendrecv transceiver (only such transceivers may be matched to a
+/// remote offer's m-section, per JSEP), so an offer's `sendrecv` would be answered `sendrecv`,
+/// promising a receiver a camera does not run. Called between applying the offer and creating
+/// the answer, this turns it into `sendonly` (a `recvonly` offer still gets `sendonly`).
+pub async fn send_only(pc: &Arc<dyn PeerConnection>) -> Result<(), PeerError> {
+    use rtc::rtp_transceiver::RTCRtpTransceiverDirection as Dir;
+    for t in pc.get_transceivers().await {
+        let sends = t
+            .sender()
+            .await
+            .map_err(at("reading a transceiver"))?
+            .is_some();
+        if sends && t.direction().await.map_err(at("reading a transceiver"))? == Dir::Sendrecv {
+            t.set_direction(Dir::Sendonly)
+                .await
+                .map_err(at("making the video transceiver sendonly"))?;
+        }
+    }
+    Ok(())
+}

@@ -46,9 +46,6 @@ pub struct PreparedOffer {
     pub trickle: bool,
     /// The `a=mid` of the chosen video section.
     pub video_mid: Option<String>,
-    /// The `a=mid` of the first section: with BUNDLE, every local candidate we trickle belongs
-    /// to it (sdpMLineIndex 0).
-    pub first_mid: Option<String>,
 }
 
 /// One `m=` section of the offer, as line indices into the offer.
@@ -94,17 +91,12 @@ pub fn prepare_offer(offer: &str) -> Result<PreparedOffer, SdpError> {
         .any(|l| is_trickle_option(l));
     let video_mid = mid_of(body);
 
-    let first_mid = sections
-        .first()
-        .and_then(|s| mid_of(&lines[s.start..s.end]));
-
     let sdp = rewrite(&lines, video, chosen.pt);
     Ok(PreparedOffer {
         sdp,
         video_payload_type: chosen.pt,
         trickle,
         video_mid,
-        first_mid,
     })
 }
 
@@ -264,6 +256,49 @@ fn payload_type_attribute(line: &str) -> Option<u8> {
     rest.split(|c: char| c.is_whitespace()).next()?.parse().ok()
 }
 
+/// Puts the answer's candidates where a viewer looks for them.
+///
+/// The stack writes every candidate into the *first* m-section. When the viewer also offered
+/// audio, that section is audio — which we reject (port 0) — while the transport is the
+/// bundled video section, so a strict viewer (Alexa) would find no candidate at all. This moves
+/// `a=candidate` / `a=end-of-candidates` out of rejected sections into every accepted one.
+pub fn place_candidates(answer: &str) -> String {
+    let lines: Vec<&str> = answer.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let is_candidate =
+        |l: &str| l.starts_with("a=candidate:") || l.starts_with("a=end-of-candidates");
+    let candidates: Vec<&str> = lines.iter().copied().filter(|l| is_candidate(l)).collect();
+    let sections = split_sections(&lines);
+    let accepted = |s: &Section| {
+        lines[s.start]
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|port| port != "0")
+    };
+    if candidates.is_empty() || sections.iter().all(|s| !accepted(s)) {
+        return answer.to_owned();
+    }
+    let mut out = String::with_capacity(answer.len() + 128 * candidates.len());
+    let session_end = sections.first().map_or(lines.len(), |s| s.start);
+    for line in &lines[..session_end] {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    for s in &sections {
+        let body = lines[s.start..s.end].iter().filter(|l| !is_candidate(l));
+        for line in body {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+        if accepted(s) {
+            for c in &candidates {
+                out.push_str(c);
+                out.push_str("\r\n");
+            }
+        }
+    }
+    out
+}
+
 /// Counts `a=candidate:` lines: a non-trickle answer must carry at least one.
 pub fn candidate_count(sdp: &str) -> usize {
     sdp.lines()
@@ -319,7 +354,6 @@ a=rtcp-fb:99 nack pli\r\na=rtcp-fb:99 ccm fir\r\n";
         assert_eq!(p.video_payload_type, 99);
         assert!(!p.trickle, "Alexa offers never trickle");
         assert_eq!(p.video_mid.as_deref(), Some("video0"));
-        assert_eq!(p.first_mid.as_deref(), Some("audio0"));
         assert!(p.sdp.contains(&format!("a=fmtp:99 {H264_FMTP}\r\n")));
         assert!(p.sdp.contains("a=rtcp-fb:99 ccm fir"));
         // The audio section is left alone.
@@ -373,6 +407,27 @@ a=fmtp:96 packetization-mode=0;profile-level-id=42e01f\r\n";
         ] {
             let _ = prepare_offer(offer);
         }
+    }
+
+    #[test]
+    fn candidates_move_from_a_rejected_section_to_the_accepted_one() {
+        let answer = "v=0\r\ns=-\r\na=group:BUNDLE video0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 0\r\n\
+a=mid:audio0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 99\r\na=mid:video0\r\na=sendonly\r\n";
+        let placed = place_candidates(answer);
+        let (audio, video) = placed.split_once("m=video").unwrap();
+        assert!(!audio.contains("a=candidate"), "{placed}");
+        assert!(
+            video.contains(
+                "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n"
+            ),
+            "{placed}"
+        );
+        assert_eq!(candidate_count(&placed), 1);
+        // Already right: unchanged but for line endings.
+        let video_only =
+            "v=0\r\nm=video 9 X 99\r\na=mid:0\r\na=candidate:1 1 udp 1 127.0.0.1 5 typ host\r\n";
+        assert_eq!(place_candidates(video_only), video_only);
     }
 
     #[test]
