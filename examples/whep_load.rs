@@ -7,6 +7,9 @@
 //! offer → answer times. Viewers count RTP but do not decode (pass `--decode` to decode with
 //! GStreamer too), so the machine's CPU goes to the daemon being measured.
 
+// The test viewer and its GStreamer plumbing (the rest of tests/support needs test-only env).
+#[path = "../tests/support/gst.rs"]
+mod gst;
 #[path = "../tests/support/viewer.rs"]
 mod viewer;
 

@@ -219,14 +219,7 @@ async fn ten_joins_and_leaves_leave_nothing_behind() {
         assert_eq!(r.status(), 200);
         v.close().await;
     }
-    let stats: serde_json::Value = client
-        .get(d.endpoint("stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = d.stats().await;
     assert_eq!(
         stats["sessions"].as_array().unwrap().len(),
         0,
@@ -446,12 +439,7 @@ async fn pli_brings_a_fresh_keyframe_and_bursts_are_coalesced() {
     let burst = v.decoded().keyframes - k1;
     assert!((1..=2).contains(&burst), "10 PLIs gave {burst} keyframes");
 
-    let stats: serde_json::Value = reqwest::get(d.endpoint("stats"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = d.stats().await;
     assert_eq!(stats["sessions"][0]["keyframe_requests"], 11, "{stats}");
 }
 
@@ -498,12 +486,7 @@ async fn a_vanished_viewer_is_dropped_and_its_slot_freed() {
     let _ = child.wait();
     let gone = Instant::now();
     loop {
-        let stats: serde_json::Value = reqwest::get(d.endpoint("stats"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = d.stats().await;
         if stats["sessions"].as_array().unwrap().is_empty() {
             break;
         }
@@ -578,14 +561,7 @@ async fn a_hundred_joins_and_leaves_leak_no_sockets_threads_or_memory() {
         rss0,
         rss1
     );
-    let stats: serde_json::Value = client
-        .get(d.endpoint("stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = d.stats().await;
     assert_eq!(stats["sessions"].as_array().unwrap().len(), 0, "{stats}");
     assert!(fd1 <= fd0 + 4, "file descriptors grew from {fd0} to {fd1}");
     assert!(th1 <= th0 + 4, "threads grew from {th0} to {th1}");

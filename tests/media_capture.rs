@@ -14,7 +14,6 @@ use camgate::media::{
 };
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use support::rtsp::RtspServer;
 
 fn init() {
@@ -82,23 +81,11 @@ fn nal_types(data: &[u8]) -> Vec<u8> {
 
 /// Decodes AUs with avdec_h264 in a separate pipeline; returns (frames decoded, width, height).
 fn decode(aus: &[AccessUnit]) -> (usize, i32, i32) {
-    let pipeline = gst::parse::launch(
+    let (pipeline, src, out) = support::gst::app_pipeline(
         "appsrc name=src format=time caps=video/x-h264,stream-format=byte-stream,alignment=au \
          ! h264parse ! avdec_h264 ! appsink name=out sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    let out = pipeline
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+        "out",
+    );
     pipeline.set_state(gst::State::Playing).unwrap();
     let first = aus[0].pts_ns;
     for au in aus {

@@ -109,6 +109,16 @@ impl Daemon {
         }
     }
 
+    /// `GET /stats` as JSON.
+    pub async fn stats(&self) -> serde_json::Value {
+        reqwest::get(self.endpoint("stats"))
+            .await
+            .expect("GET /stats")
+            .json()
+            .await
+            .expect("/stats is JSON")
+    }
+
     pub fn log(&self) -> String {
         self.output.lock().unwrap().join("\n")
     }

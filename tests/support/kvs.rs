@@ -102,12 +102,7 @@ impl Kvs {
 
     /// The daemon's own view (`/stats`, `kvs` member in kvs mode).
     pub async fn daemon_stats(&self) -> serde_json::Value {
-        reqwest::get(self.daemon.endpoint("stats"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.daemon.stats().await
     }
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod gst;
 pub mod kvs;
 pub mod rtsp;
 pub mod viewer;

@@ -163,20 +163,7 @@ impl Decoder {
              ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert \
              ! appsink name=sink sync=false emit-signals=false"
         );
-        let pipeline = gst::parse::launch(&desc)
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap();
-        let src = pipeline
-            .by_name("src")
-            .unwrap()
-            .downcast::<gst_app::AppSrc>()
-            .unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let (pipeline, src, sink) = super::gst::app_pipeline(&desc, "sink");
         let d2 = decoded.clone();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
