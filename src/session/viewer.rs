@@ -152,10 +152,11 @@ async fn send(
     frame: &Frame,
 ) -> bool {
     let ts = frame.timestamp();
-    {
+    let mut bytes = 0u64;
+    let write_all = async {
         for (i, packet) in frame.iter().enumerate() {
             let h = stamper.next(ts, packet.marker);
-            let len = packet.payload.len();
+            bytes += packet.payload.len() as u64;
             let rtp = rtc::rtp::Packet {
                 header: Header {
                     version: 2,
@@ -168,24 +169,28 @@ async fn send(
                 },
                 payload: frame.payload(i),
             };
-            // Bounded wait: the driver applies back-pressure here; a viewer whose driver is
-            // stuck for this long is as good as gone.
-            match tokio::time::timeout(Duration::from_secs(5), track.write_rtp(rtp)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!("track refused a packet: {e}");
-                    return false;
-                }
-                Err(_) => {
-                    tracing::warn!("viewer's connection stopped taking packets for 5 s");
-                    return false;
-                }
-            }
-            counters.packets_sent.fetch_add(1, Ordering::Relaxed);
-            counters.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+            track.write_rtp(rtp).await?;
+        }
+        Ok::<(), webrtc::error::Error>(())
+    };
+    // One bound per frame, not a timer per packet: the driver applies back-pressure in
+    // write_rtp, and a viewer whose connection takes no packets for this long is as good as gone.
+    match tokio::time::timeout(Duration::from_secs(5), write_all).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!("track refused a packet: {e}");
+            return false;
+        }
+        Err(_) => {
+            tracing::warn!("viewer's connection stopped taking packets for 5 s");
+            return false;
         }
     }
     counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+    counters
+        .packets_sent
+        .fetch_add(frame.len() as u64, Ordering::Relaxed);
+    counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
     true
 }
 
