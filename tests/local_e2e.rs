@@ -306,15 +306,20 @@ fn bad_config_exits_non_zero_and_names_the_key() {
     );
 }
 
+/// An IP camera on 127.0.0.1 serving 320x240@30 H.264 with a keyframe every `gop` frames.
+fn h264_camera(gop: u32) -> support::rtsp::RtspServer {
+    gstreamer::init().unwrap();
+    support::rtsp::RtspServer::start(&format!(
+        "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} \
+         ! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+    ))
+}
+
 /// An H.264 IP camera is relayed as is: no encoder in the daemon's pipeline, frames decode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rtsp_camera_is_passed_through_without_an_encoder() {
-    gstreamer::init().unwrap();
-    let camera = support::rtsp::RtspServer::start(
-        "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 \
-         ! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
-    );
+    let camera = h264_camera(30);
     let url = camera.url();
     let d = Daemon::start(
         &env_with(&[
@@ -353,12 +358,7 @@ async fn rtsp_camera_is_passed_through_without_an_encoder() {
 /// connected through it and decodes again once the camera is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn viewer_survives_a_camera_outage() {
-    gstreamer::init().unwrap();
-    let camera = support::rtsp::RtspServer::start(
-        "( videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=30/1 \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 \
-         ! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
-    );
+    let camera = h264_camera(15);
     let url = camera.url();
     let d = Daemon::start(
         &env_with(&[

@@ -446,6 +446,34 @@ pub struct RequestToVerify<'a> {
 }
 
 /// Verifies `Authorization`-header SigV4 (REST calls), honouring whatever `SignedHeaders` lists.
+/// The last step of both verifiers: sign the canonical request with the caller's secret and
+/// compare with the signature it sent, in constant time.
+fn check_signature(
+    secret: &str,
+    scope: &Scope<'_>,
+    region: &str,
+    amz: &str,
+    credential: &str,
+    canonical: &str,
+    sig: &str,
+) -> Result<Verified, VerifyError> {
+    let credential_scope = &credential[scope.access_key_id.len() + 1..];
+    let expected = signature(
+        secret,
+        scope.date8,
+        region,
+        SERVICE,
+        &string_to_sign(amz, credential_scope, canonical),
+    );
+    if constant_time_eq(&expected, sig) {
+        Ok(Verified {
+            access_key_id: scope.access_key_id.to_owned(),
+        })
+    } else {
+        Err(VerifyError::BadSignature)
+    }
+}
+
 pub fn verify_header_auth(
     req: &RequestToVerify<'_>,
     creds: &impl CredentialLookup,
@@ -501,24 +529,7 @@ pub fn verify_header_auth(
         canonical_uri(req.path),
         canonical_headers(req.headers, signed)
     );
-    let expected = signature(
-        secret,
-        scope.date8,
-        region,
-        SERVICE,
-        &string_to_sign(
-            amz,
-            &credential[scope.access_key_id.len() + 1..],
-            &canonical,
-        ),
-    );
-    if constant_time_eq(&expected, sig) {
-        Ok(Verified {
-            access_key_id: scope.access_key_id.to_owned(),
-        })
-    } else {
-        Err(VerifyError::BadSignature)
-    }
+    check_signature(secret, &scope, region, amz, credential, &canonical, sig)
 }
 
 /// Verifies a presigned (query-string) SigV4 request, i.e. a WebSocket connect URL.
@@ -580,24 +591,7 @@ pub fn verify_query_auth(
         canonical_query(&unsigned),
         canonical_headers(req.headers, signed)
     );
-    let expected = signature(
-        secret,
-        scope.date8,
-        region,
-        SERVICE,
-        &string_to_sign(
-            amz,
-            &credential[scope.access_key_id.len() + 1..],
-            &canonical,
-        ),
-    );
-    if constant_time_eq(&expected, sig) {
-        Ok(Verified {
-            access_key_id: scope.access_key_id.to_owned(),
-        })
-    } else {
-        Err(VerifyError::BadSignature)
-    }
+    check_signature(secret, &scope, region, amz, credential, &canonical, sig)
 }
 
 #[cfg(test)]
