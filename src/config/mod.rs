@@ -17,9 +17,9 @@ use std::path::Path;
 pub use error::{ConfigError, Problem};
 pub use render::redact_url;
 pub use settings::{
-    EncoderSettings, HttpSettings, InputFormat, IotSettings, KvsSettings, LogFormat, LogSettings,
-    RtspTransport, Settings, SignalingMode, SignalingSettings, SourceKind, SourceSettings,
-    WebRtcSettings,
+    AudioSettings, AudioSource, EncoderSettings, HttpSettings, InputFormat, IotSettings,
+    KvsSettings, LogFormat, LogSettings, RtspTransport, Settings, SignalingMode, SignalingSettings,
+    SourceKind, SourceSettings, WebRtcSettings,
 };
 pub use sources::ENV_PREFIX;
 pub use validate::TEST_PATTERNS;

@@ -43,6 +43,25 @@ config_enum! {
 }
 
 config_enum! {
+    /// Where the sound comes from (`audio.source`).
+    pub enum AudioSource {
+        /// A test tone for the test pattern, the stream's own audio for RTSP cameras and
+        /// files (when they have any), nothing for V4L2 cameras.
+        Auto = "auto",
+        /// No audio: viewers get video only.
+        Off = "none",
+        /// A generated tone; needs no microphone.
+        Test = "test",
+        /// A microphone through ALSA (`audio.device`, default the system default).
+        Alsa = "alsa",
+        /// A microphone through PulseAudio / PipeWire (`audio.device`).
+        Pulse = "pulse",
+        /// The RTSP camera's or the file's own audio track, re-encoded to Opus once.
+        Camera = "camera",
+    }
+}
+
+config_enum! {
     /// How viewers find the camera (`signaling.mode`).
     pub enum SignalingMode {
         /// WHEP on the built-in HTTP server.
@@ -72,6 +91,7 @@ pub struct Settings {
     pub webrtc: WebRtcSettings,
     pub signaling: SignalingSettings,
     pub http: HttpSettings,
+    pub audio: AudioSettings,
     pub kvs: KvsSettings,
     pub log: LogSettings,
     /// Where the values came from, for messages; not a setting.
@@ -123,6 +143,19 @@ pub struct WebRtcSettings {
     pub nat_1to1_ips: Vec<IpAddr>,
     pub gather_timeout_ms: u32,
     pub viewer_queue_frames: usize,
+}
+
+/// `[audio]`: sound to viewers, and talkback from them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioSettings {
+    pub source: AudioSource,
+    /// ALSA device (`hw:1,0`, `plughw:CARD=Mic`) or Pulse source name; `None` = system default.
+    pub device: Option<String>,
+    pub bitrate_kbps: u32,
+    /// Play what viewers say (Echo Show microphone, the page's push-to-talk) on this device.
+    pub talkback: bool,
+    /// Where talkback is played: `default`, `alsa:<device>`, `pulse:<sink>` or `file:<path.wav>`.
+    pub talkback_sink: String,
 }
 
 /// `[signaling]`.
@@ -239,6 +272,13 @@ impl Default for Settings {
                 gather_timeout_ms: 2000,
                 viewer_queue_frames: 30,
             },
+            audio: AudioSettings {
+                source: AudioSource::Auto,
+                device: None,
+                bitrate_kbps: 32,
+                talkback: true,
+                talkback_sink: "default".to_string(),
+            },
             signaling: SignalingSettings {
                 mode: SignalingMode::Local,
             },
@@ -295,6 +335,13 @@ impl Settings {
         v.field("webrtc.nat_1to1_ips", &mut w.nat_1to1_ips);
         v.field("webrtc.gather_timeout_ms", &mut w.gather_timeout_ms);
         v.field("webrtc.viewer_queue_frames", &mut w.viewer_queue_frames);
+
+        let a = &mut self.audio;
+        v.field("audio.source", &mut a.source);
+        v.field("audio.device", &mut a.device);
+        v.field("audio.bitrate_kbps", &mut a.bitrate_kbps);
+        v.field("audio.talkback", &mut a.talkback);
+        v.field("audio.talkback_sink", &mut a.talkback_sink);
 
         v.field("signaling.mode", &mut self.signaling.mode);
 

@@ -93,6 +93,7 @@ impl Settings {
         check_source(&mut c);
         check_encoder(&mut c);
         check_webrtc(&mut c);
+        check_audio(&mut c);
         check_kvs(&mut c);
         check_log(&mut c);
         if c.problems.is_empty() {
@@ -212,6 +213,46 @@ fn check_encoder(c: &mut Checker<'_>) {
     }
     c.range("encoder.bitrate_kbps", e.bitrate_kbps, 100, 50_000);
     c.range("encoder.keyframe_interval_s", e.keyframe_interval_s, 1, 10);
+}
+
+fn check_audio(c: &mut Checker<'_>) {
+    use super::settings::AudioSource;
+    let a = &c.s.audio;
+    c.range("audio.bitrate_kbps", a.bitrate_kbps, 6, 510);
+    if let Some(d) = &a.device
+        && (d.trim().is_empty() || d.chars().any(char::is_control))
+    {
+        c.push(
+            "audio.device",
+            format!("audio.device: {d:?} is not a device name; expected e.g. \"hw:1,0\", \"plughw:CARD=Mic\" or a Pulse source name (or leave it unset for the default)"),
+        );
+    }
+    if a.device.is_some() && !matches!(a.source, AudioSource::Alsa | AudioSource::Pulse) {
+        c.push(
+            "audio.device",
+            format!(
+                "audio.device is only used with audio.source = \"alsa\" or \"pulse\" (audio.source is {:?})",
+                a.source.as_str()
+            ),
+        );
+    }
+    if a.source == AudioSource::Camera
+        && !matches!(c.s.source.kind, SourceKind::Rtsp | SourceKind::File)
+    {
+        c.push(
+            "audio.source",
+            format!(
+                "audio.source = \"camera\" needs source.kind = \"rtsp\" or \"file\" (source.kind is {:?}); use \"alsa\" or \"pulse\" for a microphone",
+                c.s.source.kind.as_str()
+            ),
+        );
+    }
+    if let Err(e) = a
+        .talkback_sink
+        .parse::<crate::media::talkback::TalkbackSink>()
+    {
+        c.push("audio.talkback_sink", format!("audio.talkback_sink: {e}"));
+    }
 }
 
 fn check_ip_list(c: &mut Checker<'_>, key: &str, ips: &[IpAddr]) {

@@ -11,6 +11,7 @@
 //! restart/stall/timestamp rules, [`capture`] runs it all on a thread, [`probe`] reports what
 //! this machine offers.
 
+pub mod audio;
 pub mod capture;
 pub mod encoder;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod options;
 pub mod pipeline;
 pub mod probe;
 pub mod supervisor;
+pub mod talkback;
 
 pub use capture::{Capture, CaptureState, CaptureStatus};
 pub use encoder::{EncoderChoice, EncoderKind, select_encoder};

@@ -1,11 +1,17 @@
-//! Opus payloader, RFC 7587: exactly one Opus packet per RTP packet, 48 kHz clock whatever the
-//! actual sample rate.
+//! Audio payloaders: one encoded frame per RTP packet.
+//!
+//! - Opus, RFC 7587: exactly one Opus packet per RTP packet, 48 kHz clock whatever the actual
+//!   sample rate.
+//! - G.711 µ-law/A-law (PCMU/PCMA), RFC 3551 §4.5.14: the 8 kHz samples of one frame (20 ms =
+//!   160 bytes) per packet, 8 kHz clock.
+//!
+//! Both are the same operation with a different clock, so one type serves both.
 
 use super::frame::Frame;
 use super::stamp::RtpClock;
 use super::{PacketizeError, PacketizerConfig, Payloader, check_input_len};
 
-/// Opus RFC 7587 packetizer.
+/// Opus RFC 7587 packetizer (and, built with [`OpusPacketizer::g711`], the G.711 one).
 #[derive(Debug, Clone)]
 pub struct OpusPacketizer {
     max_payload: usize,
@@ -26,6 +32,14 @@ impl OpusPacketizer {
             max_payload: PacketizerConfig::default().max_payload,
             clock: RtpClock::new(48_000),
             started: false,
+        }
+    }
+
+    /// For G.711 (PCMU or PCMA): 8 kHz clock, one frame of samples per packet.
+    pub fn g711() -> Self {
+        Self {
+            clock: RtpClock::new(8_000),
+            ..Self::new()
         }
     }
 
@@ -100,6 +114,20 @@ mod tests {
         assert!(!f.packet(0).marker);
         assert_eq!(f.timestamp(), 960);
         assert_eq!(&f.payload(0)[..], &[0xfc, 9]);
+    }
+
+    #[test]
+    fn g711_counts_8khz_samples() {
+        let mut p = OpusPacketizer::g711();
+        assert_eq!(p.clock_rate(), 8_000);
+        let mut f = Frame::new();
+        p.packetize_into(&[0xff; 160], 5_000_000_000, &mut f)
+            .unwrap();
+        assert_eq!(f.timestamp(), 0);
+        p.packetize_into(&[0xff; 160], 5_020_000_000, &mut f)
+            .unwrap();
+        assert_eq!(f.timestamp(), 160);
+        assert_eq!(f.packet(0).payload.len(), 160);
     }
 
     #[test]

@@ -18,10 +18,11 @@ use webrtc::peer_connection::{
 };
 
 use super::IceServer;
+use super::audio::AudioService;
 use super::feed::{FrameFeed, KeyframeRequests};
-use super::peer::{self, NetworkOptions, PeerEvents};
+use super::peer::{self, AudioPeerPlan, NetworkOptions, PeerEvents};
 use super::ports::PortPool;
-use super::sdp::{self, SdpError};
+use super::sdp::{self, AudioCodec, AudioPlan, Direction, SdpError};
 use super::viewer::{MediaTask, ViewerCounters};
 use crate::rtp::Stamper;
 
@@ -90,6 +91,9 @@ pub struct SessionSummary {
     pub frames_skipped: u64,
     pub keyframe_requests: u64,
     pub first_frame_ms: Option<u64>,
+    /// e.g. "opus/111 sendrecv"; None when the viewer offered no usable audio.
+    pub audio: Option<String>,
+    pub audio_packets_sent: u64,
 }
 
 struct Entry {
@@ -97,6 +101,8 @@ struct Entry {
     pc: Arc<dyn PeerConnection>,
     cancel: CancellationToken,
     counters: Arc<ViewerCounters>,
+    /// The audio we answered, and its counters when we send audio.
+    audio: Option<(String, Option<Arc<ViewerCounters>>)>,
     state: watch::Receiver<RTCPeerConnectionState>,
     created: Instant,
     done: watch::Receiver<bool>,
@@ -114,6 +120,7 @@ pub struct SessionManager {
     opts: SessionOptions,
     feed: FrameFeed,
     keyframes: KeyframeRequests,
+    audio: AudioService,
     inner: Mutex<Inner>,
     me: Weak<SessionManager>,
 }
@@ -136,12 +143,18 @@ impl Drop for Reservation<'_> {
 }
 
 impl SessionManager {
-    pub fn new(opts: SessionOptions, feed: FrameFeed, keyframes: KeyframeRequests) -> Arc<Self> {
+    pub fn new(
+        opts: SessionOptions,
+        feed: FrameFeed,
+        keyframes: KeyframeRequests,
+        audio: AudioService,
+    ) -> Arc<Self> {
         let ports = PortPool::new(opts.udp_port_range);
         Arc::new_cyclic(|me| SessionManager {
             opts,
             feed,
             keyframes,
+            audio,
             inner: Mutex::new(Inner {
                 sessions: HashMap::new(),
                 reserved: 0,
@@ -187,17 +200,38 @@ impl SessionManager {
         }
 
         let mut reservation = self.reserve()?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let audio = self.plan_audio(&prepared.audio, req.viewer.as_deref().unwrap_or(&id));
+        let audio_answer = audio
+            .as_ref()
+            .map(|a| (a.codec, a.payload_type, a.direction));
         let trickle = match (&req.trickle, prepared.trickle) {
-            // We accept only the video section, so it carries the bundled transport.
-            (Some(tx), true) => Some((tx.clone(), prepared.video_mid.clone())),
+            // Candidates belong to the first bundled section: audio when we answer it.
+            (Some(tx), true) => {
+                let mid = match &prepared.audio {
+                    AudioPlan::Chosen(c) if prepared_audio_first(&prepared.sdp) => c.mid.clone(),
+                    _ => prepared.video_mid.clone(),
+                };
+                Some((tx.clone(), mid))
+            }
             _ => None,
         };
         let trickled = trickle.is_some();
+        let audio_mid = match (&prepared.audio, &audio_answer) {
+            (AudioPlan::Chosen(c), Some((_, _, dir))) => c.mid.clone().map(|m| (m, *dir)),
+            _ => None,
+        };
 
+        let ice_servers = if trickled {
+            req.ice_servers.clone()
+        } else {
+            super::servers_for_complete_answer(&req.ice_servers)
+        };
         let (peer, events) = peer::build(
             &self.opts.network,
             prepared.video_payload_type,
-            &req.ice_servers,
+            audio,
+            &ice_servers,
             reservation.port,
             trickle,
         )
@@ -209,6 +243,7 @@ impl SessionManager {
             &prepared.sdp,
             &events,
             trickled,
+            audio_mid.as_ref().map(|(m, d)| (m.as_str(), *d)),
             self.opts.gather_timeout,
         )
         .await
@@ -220,9 +255,18 @@ impl SessionManager {
             }
         };
 
-        let id = uuid::Uuid::new_v4().simple().to_string();
         let cancel = CancellationToken::new();
         let counters = Arc::new(ViewerCounters::default());
+        let audio_counters = peer
+            .audio
+            .as_ref()
+            .map(|_| Arc::new(ViewerCounters::default()));
+        let audio_summary = audio_answer.map(|(codec, pt, dir)| {
+            (
+                format!("{}/{pt} {}", codec_name(codec), dir.as_str()),
+                audio_counters.clone(),
+            )
+        });
         let (done_tx, done_rx) = watch::channel(false);
         let admitted = {
             let mut inner = self.lock();
@@ -237,6 +281,7 @@ impl SessionManager {
                         pc: peer.pc.clone(),
                         cancel: cancel.clone(),
                         counters: counters.clone(),
+                        audio: audio_summary,
                         state: events.state.clone(),
                         created: started,
                         done: done_rx,
@@ -251,7 +296,7 @@ impl SessionManager {
             return Err(SessionError::ShuttingDown);
         }
 
-        let media = MediaTask {
+        let mut media = vec![MediaTask {
             track: peer.track.clone(),
             stamper: Stamper::new(
                 peer.ssrc,
@@ -260,10 +305,24 @@ impl SessionManager {
                 rand::random(),
             ),
             feed: self.feed.clone(),
-            keyframes: self.keyframes.clone(),
+            keyframes: Some(self.keyframes.clone()),
             counters,
             cancel: cancel.clone(),
-        };
+            demand: None,
+        }];
+        if let (Some((track, ssrc)), Some((codec, pt, _)), Some(audio_counters)) =
+            (&peer.audio, audio_answer, audio_counters)
+        {
+            media.push(MediaTask {
+                track: track.clone(),
+                stamper: Stamper::new(*ssrc, pt, rand::random(), rand::random()),
+                feed: self.audio.feed(codec).clone(),
+                keyframes: None,
+                counters: audio_counters,
+                cancel: cancel.clone(),
+                demand: self.audio.demand.join(codec),
+            });
+        }
         tokio::spawn(lifetime(
             self.me.clone(),
             id.clone(),
@@ -281,6 +340,9 @@ impl SessionManager {
             session = %id,
             viewer = req.viewer.as_deref().unwrap_or("-"),
             payload_type = prepared.video_payload_type,
+            audio = audio_answer
+                .map(|(c, pt, d)| format!("{}/{pt} {}", codec_name(c), d.as_str()))
+                .unwrap_or_else(|| "none".into()),
             trickled,
             candidates = sdp::candidate_count(&answer),
             ms = offer_to_answer.as_millis() as u64,
@@ -292,6 +354,36 @@ impl SessionManager {
             trickled,
             offer_to_answer,
         })
+    }
+
+    /// How this viewer's audio section is answered: codec and payload type from the SDP
+    /// policy, direction from what we have (a source that is running, talkback that could
+    /// open its sound card) and what the viewer offered.
+    fn plan_audio(&self, plan: &AudioPlan, talker_name: &str) -> Option<AudioPeerPlan> {
+        match plan {
+            AudioPlan::NotOffered => None,
+            AudioPlan::Rejected(why) => {
+                tracing::info!("audio section rejected (video is unaffected): {why}");
+                None
+            }
+            AudioPlan::Chosen(c) => {
+                let have_audio = (self.audio.available)();
+                let talkback = self.audio.talkback.as_ref();
+                let direction = sdp::answer_direction(c.offered, have_audio, talkback.is_some());
+                let talker = match (direction, talkback) {
+                    (Direction::SendRecv | Direction::RecvOnly, Some(t)) => {
+                        Some(t.talker(talker_name, c.codec, c.payload_type))
+                    }
+                    _ => None,
+                };
+                Some(AudioPeerPlan {
+                    codec: c.codec,
+                    payload_type: c.payload_type,
+                    direction,
+                    talker,
+                })
+            }
+        }
     }
 
     fn reserve(&self) -> Result<Reservation<'_>, SessionError> {
@@ -386,6 +478,12 @@ impl SessionManager {
                     frames_skipped: c.frames_skipped.load(Ordering::Relaxed),
                     keyframe_requests: c.keyframe_requests.load(Ordering::Relaxed),
                     first_frame_ms: (first > 0).then_some(first),
+                    audio: e.audio.as_ref().map(|(desc, _)| desc.clone()),
+                    audio_packets_sent: e
+                        .audio
+                        .as_ref()
+                        .and_then(|(_, c)| c.as_ref())
+                        .map_or(0, |c| c.packets_sent.load(Ordering::Relaxed)),
                 }
             })
             .collect()
@@ -407,6 +505,7 @@ async fn negotiate(
     offer: &str,
     events: &PeerEvents,
     trickled: bool,
+    audio: Option<(&str, Direction)>,
     gather_timeout: Duration,
 ) -> Result<String, SessionError> {
     let desc = RTCSessionDescription::offer(offer.to_owned())
@@ -414,7 +513,7 @@ async fn negotiate(
     pc.set_remote_description(desc)
         .await
         .map_err(|e| SessionError::Negotiation(e.to_string()))?;
-    peer::send_only(pc)
+    peer::set_directions(pc, audio)
         .await
         .map_err(|e| SessionError::Internal(e.to_string()))?;
     let answer = pc
@@ -438,8 +537,24 @@ async fn negotiate(
     }
     pc.local_description()
         .await
-        .map(|d| sdp::place_candidates(&d.sdp))
+        .map(|d| sdp::finish_answer(&d.sdp, trickled))
         .ok_or_else(|| SessionError::Internal("no local description after answering".into()))
+}
+
+/// Whether the (first) audio section comes before the video section in the offer.
+fn prepared_audio_first(sdp: &str) -> bool {
+    match (sdp.find("\nm=audio"), sdp.find("\nm=video")) {
+        (Some(a), Some(v)) => a < v,
+        _ => false,
+    }
+}
+
+fn codec_name(codec: AudioCodec) -> &'static str {
+    match codec {
+        AudioCodec::Opus => "opus",
+        AudioCodec::Pcmu => "pcmu",
+        AudioCodec::Pcma => "pcma",
+    }
 }
 
 /// A session's whole life after the answer.
@@ -450,7 +565,7 @@ async fn lifetime(
     port: u16,
     pc: Arc<dyn PeerConnection>,
     events: PeerEvents,
-    media: MediaTask,
+    media: Vec<MediaTask>,
     cancel: CancellationToken,
     connect_timeout: Duration,
     done: watch::Sender<bool>,
@@ -475,7 +590,7 @@ async fn lifetime(
     if connected {
         tracing::info!(session = %id, "viewer connected");
         let media_cancel = cancel.clone();
-        let media_task = tokio::spawn(media.run());
+        let media_tasks: Vec<_> = media.into_iter().map(|m| tokio::spawn(m.run())).collect();
         let reason = tokio::select! {
             _ = media_cancel.cancelled() => "closed by us",
             r = state.wait_for(|s| matches!(s, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)) => {
@@ -483,7 +598,9 @@ async fn lifetime(
             }
         };
         cancel.cancel();
-        let _ = media_task.await;
+        for task in media_tasks {
+            let _ = task.await;
+        }
         tracing::info!(session = %id, reason, seconds = born.elapsed().unwrap_or_default().as_secs(), "session ended");
     }
 

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU,
+};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -18,6 +20,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateType, RTCIceGatheringState, RTCIceServer,
@@ -27,7 +30,8 @@ use webrtc::peer_connection::{
 
 use super::IceServer;
 use super::interceptor::{KeyframeRequestForwarder, SLOT};
-use super::sdp::H264_FMTP;
+use super::sdp::{AudioCodec, Direction, H264_FMTP};
+use crate::media::talkback::Talker;
 
 /// Network settings shared by every peer, from `[webrtc]` in the config.
 #[derive(Debug, Clone)]
@@ -53,6 +57,19 @@ pub struct Peer {
     pub pc: Arc<dyn PeerConnection>,
     pub track: Arc<TrackLocalStaticRTP>,
     pub ssrc: u32,
+    /// The audio track we send on, when this viewer gets audio.
+    pub audio: Option<(Arc<TrackLocalStaticRTP>, u32)>,
+}
+
+/// The audio side of one peer, decided by the SDP policy before the peer is built.
+pub struct AudioPeerPlan {
+    pub codec: AudioCodec,
+    /// The viewer's payload type for `codec` (registered so the answer carries it).
+    pub payload_type: u8,
+    /// Our answer's direction for the audio section.
+    pub direction: Direction,
+    /// Where the viewer's audio goes when `direction` receives (talkback).
+    pub talker: Option<Talker>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,11 +104,29 @@ pub fn h264_codec() -> RTCRtpCodec {
     }
 }
 
+/// The codec we send or receive audio with, as the stack wants to see it.
+pub fn audio_codec(codec: AudioCodec) -> RTCRtpCodec {
+    let (mime_type, clock_rate, channels, fmtp) = match codec {
+        AudioCodec::Opus => (MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1"),
+        AudioCodec::Pcmu => (MIME_TYPE_PCMU, 8_000, 0, ""),
+        AudioCodec::Pcma => (MIME_TYPE_PCMA, 8_000, 0, ""),
+    };
+    RTCRtpCodec {
+        mime_type: mime_type.into(),
+        clock_rate,
+        channels,
+        sdp_fmtp_line: fmtp.into(),
+        rtcp_feedback: vec![],
+    }
+}
+
 struct Handler {
     state: watch::Sender<RTCPeerConnectionState>,
     gathering_done: watch::Sender<bool>,
     /// Where trickled local candidates go (JSON), with the mid they belong to.
     candidates: Option<(mpsc::Sender<String>, Option<String>)>,
+    /// Talkback for this viewer's audio track; taken by the first remote audio track.
+    talker: std::sync::Mutex<Option<Talker>>,
 }
 
 #[async_trait::async_trait]
@@ -127,6 +162,26 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         let _ = self.state.send(state);
     }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if track.kind().await != RtpCodecKind::Audio {
+            return;
+        }
+        let talker = self.talker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(talker) = talker else {
+            tracing::debug!("viewer sends audio but talkback is off for it; ignored");
+            return;
+        };
+        // The task ends with the track (the connection closed), dropping the talker, which
+        // gives the speaker back at once.
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                    talker.push(&packet);
+                }
+            }
+        });
+    }
 }
 
 /// Builds a connection that sends H.264 on `payload_type` with a fresh SSRC.
@@ -135,6 +190,7 @@ impl PeerConnectionEventHandler for Handler {
 pub async fn build(
     net: &NetworkOptions,
     payload_type: u8,
+    mut audio: Option<AudioPeerPlan>,
     ice_servers: &[IceServer],
     bind_port: u16,
     trickle: Option<(mpsc::Sender<String>, Option<String>)>,
@@ -149,6 +205,17 @@ pub async fn build(
             RtpCodecKind::Video,
         )
         .map_err(at("registering H.264"))?;
+    if let Some(a) = &audio {
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: audio_codec(a.codec),
+                    payload_type: a.payload_type,
+                },
+                RtpCodecKind::Audio,
+            )
+            .map_err(at("registering the audio codec"))?;
+    }
     let registry = register_default_interceptors(Registry::new(), &mut media)
         .map_err(at("registering interceptors"))?
         .with(SLOT.into(), KeyframeRequestForwarder::default());
@@ -192,10 +259,12 @@ pub async fn build(
 
     let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
     let (gather_tx, gather_rx) = watch::channel(false);
+    let talker = audio.as_mut().and_then(|a| a.talker.take());
     let handler = Arc::new(Handler {
         state: state_tx,
         gathering_done: gather_tx,
         candidates: trickle,
+        talker: std::sync::Mutex::new(talker),
     });
 
     let pc = PeerConnectionBuilder::new()
@@ -230,8 +299,42 @@ pub async fn build(
         return Err(at("adding the video track")(e));
     }
 
+    // An audio track only when we send audio; a receive-only (talkback) or inactive section
+    // gets the transceiver the stack creates for the offer's section.
+    let mut audio_track = None;
+    if let Some(a) = audio
+        .as_ref()
+        .filter(|a| matches!(a.direction, Direction::SendRecv | Direction::SendOnly))
+    {
+        let ssrc = rand::random::<u32>();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "camgate".into(),
+            "audio".into(),
+            "microphone".into(),
+            RtpCodecKind::Audio,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: audio_codec(a.codec),
+                ..Default::default()
+            }],
+        )));
+        if let Err(e) = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await {
+            let _ = pc.close().await;
+            return Err(at("adding the audio track")(e));
+        }
+        audio_track = Some((track, ssrc));
+    }
+
     Ok((
-        Peer { pc, track, ssrc },
+        Peer {
+            pc,
+            track,
+            ssrc,
+            audio: audio_track,
+        },
         PeerEvents {
             state: state_rx,
             gathering_done: gather_rx,
@@ -239,24 +342,45 @@ pub async fn build(
     ))
 }
 
-/// Makes every transceiver that sends answer `sendonly`.
+/// Sets each transceiver's direction for the answer: video `sendonly`, audio as the SDP
+/// policy decided (`audio`; None leaves the stack's choice, which rejects an unusable section).
 ///
-/// `add_track` creates a sendrecv transceiver (only such transceivers may be matched to a
+/// `add_track` creates sendrecv transceivers (only such transceivers may be matched to a
 /// remote offer's m-section, per JSEP), so an offer's `sendrecv` would be answered `sendrecv`,
-/// promising a receiver a camera does not run. Called between applying the offer and creating
-/// the answer, this turns it into `sendonly` (a `recvonly` offer still gets `sendonly`).
-pub async fn send_only(pc: &Arc<dyn PeerConnection>) -> Result<(), PeerError> {
+/// promising a receiver we do not run. Called between applying the offer and creating the
+/// answer.
+pub async fn set_directions(
+    pc: &Arc<dyn PeerConnection>,
+    audio: Option<(&str, Direction)>,
+) -> Result<(), PeerError> {
     use rtc::rtp_transceiver::RTCRtpTransceiverDirection as Dir;
     for t in pc.get_transceivers().await {
-        let sends = t
-            .sender()
-            .await
-            .map_err(at("reading a transceiver"))?
-            .is_some();
-        if sends && t.direction().await.map_err(at("reading a transceiver"))? == Dir::Sendrecv {
-            t.set_direction(Dir::Sendonly)
+        let mid = t.mid().await.map_err(at("reading a transceiver"))?;
+        let current = t.direction().await.map_err(at("reading a transceiver"))?;
+        let wanted = match audio {
+            Some((audio_mid, dir)) if mid.as_deref() == Some(audio_mid) => match dir {
+                Direction::SendRecv => Dir::Sendrecv,
+                Direction::SendOnly => Dir::Sendonly,
+                Direction::RecvOnly => Dir::Recvonly,
+                Direction::Inactive => Dir::Inactive,
+            },
+            _ => {
+                let sends = t
+                    .sender()
+                    .await
+                    .map_err(at("reading a transceiver"))?
+                    .is_some();
+                if sends && current == Dir::Sendrecv {
+                    Dir::Sendonly
+                } else {
+                    current
+                }
+            }
+        };
+        if wanted != current {
+            t.set_direction(wanted)
                 .await
-                .map_err(at("making the video transceiver sendonly"))?;
+                .map_err(at("setting a transceiver's direction"))?;
         }
     }
     Ok(())

@@ -26,7 +26,9 @@ pub enum SdpError {
     TooLarge(usize),
     #[error("offer is not an SDP session description (it must start with \"v=0\")")]
     NotSdp,
-    #[error("offer has no video m-line; camgate only sends video")]
+    #[error(
+        "offer has no video m-line; camgate is a camera and always sends video (audio-only offers are not served)"
+    )]
     NoVideo,
     #[error(
         "offer has no usable H.264 payload type (need H264/90000 with packetization-mode=1); offered video codecs: {0}"
@@ -34,10 +36,99 @@ pub enum SdpError {
     NoH264(String),
 }
 
+/// An audio codec we can send and receive. One type for the whole daemon: capture, fan-out,
+/// SDP and talkback all speak of these three.
+pub use crate::media::audio::AudioCodec;
+
+/// Which way media flows in one m-section, from the point of view of the side that wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    /// The direction attribute of a section (RFC 8866 §6.7; sendrecv when absent).
+    fn of(section: &[&str]) -> Direction {
+        section
+            .iter()
+            .find_map(|l| match *l {
+                "a=sendrecv" => Some(Direction::SendRecv),
+                "a=sendonly" => Some(Direction::SendOnly),
+                "a=recvonly" => Some(Direction::RecvOnly),
+                "a=inactive" => Some(Direction::Inactive),
+                _ => None,
+            })
+            .unwrap_or(Direction::SendRecv)
+    }
+
+    fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    fn from_flags(send: bool, receive: bool) -> Direction {
+        match (send, receive) {
+            (true, true) => Direction::SendRecv,
+            (true, false) => Direction::SendOnly,
+            (false, true) => Direction::RecvOnly,
+            (false, false) => Direction::Inactive,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+}
+
+/// Our answer's direction for a section the viewer offered as `offered`: we send only what we
+/// have and the viewer wants, and receive only what we can play and the viewer sends.
+///
+/// With audio and talkback: sendrecv; audio only: sendonly; talkback only: recvonly;
+/// neither: inactive (the section stays in the answer and in the BUNDLE, carrying nothing).
+pub fn answer_direction(offered: Direction, we_send: bool, we_receive: bool) -> Direction {
+    Direction::from_flags(we_send && offered.receives(), we_receive && offered.sends())
+}
+
+/// The audio section we will answer, when the viewer offered one with a codec we handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioChoice {
+    pub codec: AudioCodec,
+    /// The viewer's payload type for `codec`: what we stamp on audio we send, and what the
+    /// viewer stamps on talkback.
+    pub payload_type: u8,
+    pub mid: Option<String>,
+    /// What the viewer said it does with audio.
+    pub offered: Direction,
+}
+
+/// What becomes of the offer's (first) audio section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioPlan {
+    /// The viewer offered no audio.
+    NotOffered,
+    /// Offered, but with no codec we handle: the stack answers it with port 0 and the rest of
+    /// the answer (video, bundle, candidates) is unaffected. The text says what was offered.
+    Rejected(String),
+    Chosen(AudioChoice),
+}
+
 /// What the session layer needs to know about an offer, and the offer rewritten for the stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedOffer {
-    /// The offer with one H.264 payload type left in the first video section.
+    /// The offer with one H.264 payload type left in the first video section, one audio
+    /// payload type left in the first audio section, and the static payload types' missing
+    /// `a=rtpmap` lines added (the stack refuses offers without them).
     pub sdp: String,
     /// The payload type every video packet to this viewer carries.
     pub video_payload_type: u8,
@@ -46,6 +137,7 @@ pub struct PreparedOffer {
     pub trickle: bool,
     /// The `a=mid` of the chosen video section.
     pub video_mid: Option<String>,
+    pub audio: AudioPlan,
 }
 
 /// One `m=` section of the offer, as line indices into the offer.
@@ -63,7 +155,18 @@ struct H264Candidate {
     fmtp: Option<String>,
 }
 
-/// Checks an offer, chooses the H.264 payload type, and rewrites the offer (see module doc).
+/// RFC 3551 static audio payload types, for offers that list them without `a=rtpmap`.
+const STATIC_AUDIO: &[(u8, &str)] = &[
+    (0, "PCMU/8000"),
+    (3, "GSM/8000"),
+    (4, "G723/8000"),
+    (8, "PCMA/8000"),
+    (9, "G722/8000"),
+    (13, "CN/8000"),
+    (18, "G729/8000"),
+];
+
+/// Checks an offer, chooses the payload types, and rewrites the offer (see module doc).
 pub fn prepare_offer(offer: &str) -> Result<PreparedOffer, SdpError> {
     if offer.trim().is_empty() {
         return Err(SdpError::Empty);
@@ -91,13 +194,76 @@ pub fn prepare_offer(offer: &str) -> Result<PreparedOffer, SdpError> {
         .any(|l| is_trickle_option(l));
     let video_mid = mid_of(body);
 
-    let sdp = rewrite(&lines, video, chosen.pt);
+    let audio_section = sections.iter().find(|s| s.kind == "audio");
+    let audio = match audio_section {
+        None => AudioPlan::NotOffered,
+        Some(a) => choose_audio(a, &lines[a.start + 1..a.end]),
+    };
+    let audio_pt = match &audio {
+        AudioPlan::Chosen(c) => Some(c.payload_type),
+        _ => None,
+    };
+
+    let sdp = rewrite(&lines, video, chosen.pt, audio_section, audio_pt);
     Ok(PreparedOffer {
         sdp,
         video_payload_type: chosen.pt,
         trickle,
         video_mid,
+        audio,
     })
+}
+
+/// The codec (and its payload type) we answer an audio section with: Opus, else PCMU, else
+/// PCMA. Static payload types count even without an `a=rtpmap` line.
+fn choose_audio(section: &Section, body: &[&str]) -> AudioPlan {
+    let mut offered: Vec<(u8, String)> = Vec::new();
+    for &pt in &section.payload_types {
+        let mapped = body.iter().find_map(|l| {
+            let (p, codec) = l
+                .strip_prefix("a=rtpmap:")?
+                .split_once(char::is_whitespace)?;
+            (p.parse::<u8>().ok()? == pt).then(|| codec.trim().to_owned())
+        });
+        let name = mapped.or_else(|| {
+            STATIC_AUDIO
+                .iter()
+                .find(|(p, _)| *p == pt)
+                .map(|(_, c)| (*c).to_owned())
+        });
+        if let Some(name) = name {
+            offered.push((pt, name));
+        }
+    }
+    let find = |want: &str| {
+        offered.iter().find(|(_, name)| {
+            let lower = name.to_ascii_lowercase();
+            lower == want || lower.starts_with(&format!("{want}/"))
+        })
+    };
+    let pick = find("opus/48000")
+        .map(|(pt, _)| (AudioCodec::Opus, *pt))
+        .or_else(|| find("pcmu/8000").map(|(pt, _)| (AudioCodec::Pcmu, *pt)))
+        .or_else(|| find("pcma/8000").map(|(pt, _)| (AudioCodec::Pcma, *pt)));
+    match pick {
+        Some((codec, payload_type)) => AudioPlan::Chosen(AudioChoice {
+            codec,
+            payload_type,
+            mid: mid_of(body),
+            offered: Direction::of(body),
+        }),
+        None => {
+            let names: Vec<&str> = offered.iter().map(|(_, n)| n.as_str()).collect();
+            AudioPlan::Rejected(format!(
+                "no Opus, PCMU or PCMA in the audio section (offered: {})",
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        }
+    }
 }
 
 fn mid_of(section: &[&str]) -> Option<String> {
@@ -211,33 +377,58 @@ fn score(c: &H264Candidate) -> Option<u8> {
     })
 }
 
-/// Rebuilds the offer with only `pt` left in the video section, carrying [`H264_FMTP`].
-fn rewrite(lines: &[&str], video: &Section, pt: u8) -> String {
-    let mut out = String::with_capacity(lines.iter().map(|l| l.len() + 2).sum());
+/// Rebuilds the offer: only `video_pt` left in the video section, carrying [`H264_FMTP`];
+/// only `audio_pt` (when one was chosen) left in the audio section; and in the audio section,
+/// `a=rtpmap` lines for static payload types that had none.
+fn rewrite(
+    lines: &[&str],
+    video: &Section,
+    video_pt: u8,
+    audio: Option<&Section>,
+    audio_pt: Option<u8>,
+) -> String {
+    let mut out = String::with_capacity(lines.iter().map(|l| l.len() + 2).sum::<usize>() + 128);
+    let m_line = |out: &mut String, line: &str, pt: u8| {
+        // m=<media> <port> <proto> <fmt...>: keep the first three fields, one format.
+        let head: Vec<&str> = line.split_whitespace().take(3).collect();
+        let _ = write!(out, "{} {pt}\r\n", head.join(" "));
+    };
+    let in_section = |i: usize, s: &Section| i > s.start && i < s.end;
     for (i, line) in lines.iter().enumerate() {
         if i == video.start {
-            // m=video <port> <proto> <fmt...>: keep the first three fields, one format.
-            let head: Vec<&str> = line.split_whitespace().take(3).collect();
-            let _ = write!(out, "{} {pt}\r\n", head.join(" "));
+            m_line(&mut out, line, video_pt);
             continue;
         }
-        if i > video.start
-            && i < video.end
+        if in_section(i, video)
             && let Some(line_pt) = payload_type_attribute(line)
         {
+            if line_pt != video_pt || line.starts_with("a=fmtp:") {
+                // Other payload types go; our fmtp replaces the offer's, right after the rtpmap.
+                continue;
+            }
+            out.push_str(line);
+            out.push_str("\r\n");
+            if line.starts_with("a=rtpmap:") {
+                let _ = write!(out, "a=fmtp:{video_pt} {H264_FMTP}\r\n");
+            }
+            continue;
+        }
+        if let Some(a) = audio {
+            if i == a.start {
+                match audio_pt {
+                    Some(pt) => m_line(&mut out, line, pt),
+                    None => {
+                        out.push_str(line);
+                        out.push_str("\r\n");
+                    }
+                }
+                add_static_rtpmaps(&mut out, lines, a, audio_pt);
+                continue;
+            }
+            if in_section(i, a)
+                && let (Some(line_pt), Some(pt)) = (payload_type_attribute(line), audio_pt)
+                && line_pt != pt
             {
-                if line_pt != pt {
-                    continue;
-                }
-                if line.starts_with("a=fmtp:") {
-                    // Replaced below, right after the rtpmap.
-                    continue;
-                }
-                out.push_str(line);
-                out.push_str("\r\n");
-                if line.starts_with("a=rtpmap:") {
-                    let _ = write!(out, "a=fmtp:{pt} {H264_FMTP}\r\n");
-                }
                 continue;
             }
         }
@@ -245,6 +436,29 @@ fn rewrite(lines: &[&str], video: &Section, pt: u8) -> String {
         out.push_str("\r\n");
     }
     out
+}
+
+/// Writes `a=rtpmap` lines for the section's static payload types that have none (only for
+/// `only` when set), right after its m-line.
+fn add_static_rtpmaps(out: &mut String, lines: &[&str], section: &Section, only: Option<u8>) {
+    let body = &lines[section.start + 1..section.end];
+    for &pt in &section.payload_types {
+        if only.is_some_and(|o| o != pt) {
+            continue;
+        }
+        let mapped = body.iter().any(|l| {
+            l.strip_prefix("a=rtpmap:")
+                .and_then(|r| r.split(char::is_whitespace).next())
+                .and_then(|p| p.parse::<u8>().ok())
+                == Some(pt)
+        });
+        if mapped {
+            continue;
+        }
+        if let Some((_, name)) = STATIC_AUDIO.iter().find(|(p, _)| *p == pt) {
+            let _ = write!(out, "a=rtpmap:{pt} {name}\r\n");
+        }
+    }
 }
 
 /// The payload type an `a=rtpmap:`, `a=fmtp:` or `a=rtcp-fb:` line is about.
@@ -256,47 +470,161 @@ fn payload_type_attribute(line: &str) -> Option<u8> {
     rest.split(|c: char| c.is_whitespace()).next()?.parse().ok()
 }
 
-/// Puts the answer's candidates where a viewer looks for them.
+/// Shapes the stack's answer for the viewer (sans-IO).
 ///
-/// The stack writes every candidate into the *first* m-section. When the viewer also offered
-/// audio, that section is audio — which we reject (port 0) — while the transport is the
-/// bundled video section, so a strict viewer (Alexa) would find no candidate at all. This moves
-/// `a=candidate` / `a=end-of-candidates` out of rejected sections into every accepted one.
-pub fn place_candidates(answer: &str) -> String {
+/// - Every candidate goes into every accepted (port ≠ 0) m-section. The stack writes them into
+///   the first section only; when that section is rejected, a strict viewer (Alexa) would find
+///   none, and repeating them is what the checklist in the reference asks for.
+/// - A complete (non-trickle) answer says so: no `a=ice-options:trickle` (Alexa rejects
+///   trickle), and `a=end-of-candidates` in each accepted section.
+/// - The DTLS fingerprint is repeated in every m-section (the stack writes it once at session
+///   level; Alexa's checklist wants it per section, as Alexa's own offers have it).
+/// - CRLF line endings throughout.
+pub fn finish_answer(answer: &str, trickle: bool) -> String {
     let lines: Vec<&str> = answer.lines().map(|l| l.trim_end_matches('\r')).collect();
     let is_candidate =
         |l: &str| l.starts_with("a=candidate:") || l.starts_with("a=end-of-candidates");
-    let candidates: Vec<&str> = lines.iter().copied().filter(|l| is_candidate(l)).collect();
+    let drop_line = |l: &str| is_candidate(l) || (!trickle && is_trickle_option(l));
+    let candidates: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .collect();
     let sections = split_sections(&lines);
-    let accepted = |s: &Section| {
-        lines[s.start]
-            .split_whitespace()
-            .nth(1)
-            .is_some_and(|port| port != "0")
-    };
-    if candidates.is_empty() || sections.iter().all(|s| !accepted(s)) {
-        return answer.to_owned();
-    }
-    let mut out = String::with_capacity(answer.len() + 128 * candidates.len());
+    let mut out = String::with_capacity(answer.len() + 128 * candidates.len() * 2);
     let session_end = sections.first().map_or(lines.len(), |s| s.start);
-    for line in &lines[..session_end] {
+    for line in lines[..session_end].iter().filter(|l| !drop_line(l)) {
         out.push_str(line);
         out.push_str("\r\n");
     }
+    let session_fingerprints: Vec<&str> = lines[..session_end]
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("a=fingerprint:"))
+        .collect();
     for s in &sections {
-        let body = lines[s.start..s.end].iter().filter(|l| !is_candidate(l));
-        for line in body {
+        let body = &lines[s.start..s.end];
+        for line in body.iter().filter(|l| !drop_line(l)) {
             out.push_str(line);
             out.push_str("\r\n");
         }
-        if accepted(s) {
+        if !body.iter().any(|l| l.starts_with("a=fingerprint:")) {
+            for f in &session_fingerprints {
+                out.push_str(f);
+                out.push_str("\r\n");
+            }
+        }
+        if accepted(&lines, s) {
             for c in &candidates {
                 out.push_str(c);
                 out.push_str("\r\n");
             }
+            if !trickle {
+                out.push_str("a=end-of-candidates\r\n");
+            }
         }
     }
     out
+}
+
+fn accepted(lines: &[&str], s: &Section) -> bool {
+    lines[s.start]
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|port| port != "0")
+}
+
+/// One `a=candidate` line, parsed as far as pruning needs.
+struct CandidateLine<'a> {
+    component: &'a str,
+    priority: u64,
+    typ: &'a str,
+}
+
+impl<'a> CandidateLine<'a> {
+    fn parse(line: &'a str) -> Option<Self> {
+        // a=candidate:<foundation> <component> <transport> <priority> <ip> <port> typ <type> ...
+        let mut f = line.strip_prefix("a=candidate:")?.split_whitespace();
+        let _foundation = f.next()?;
+        let component = f.next()?;
+        let _transport = f.next()?;
+        let priority = f.next()?.parse().ok()?;
+        let typ = f.skip(2).skip_while(|w| *w != "typ").nth(1)?;
+        Some(CandidateLine {
+            component,
+            priority,
+            typ,
+        })
+    }
+}
+
+/// Makes an answer fit a size limit (`fits`, e.g. KVS's 10 000 base64 characters) instead of
+/// refusing to answer: first candidates stop being repeated after the first accepted section,
+/// then the lowest-priority candidates go, one at a time. Relay candidates and the best host
+/// candidate of each component always stay. Returns the smallest answer reached; the caller
+/// still checks it, as a pathological answer may not fit even then.
+pub fn fit_answer(answer: &str, fits: impl Fn(&str) -> bool) -> String {
+    if fits(answer) {
+        return answer.to_owned();
+    }
+    let lines: Vec<&str> = answer.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let sections = split_sections(&lines);
+    let first_accepted = sections.iter().position(|s| accepted(&lines, s));
+    // Step 1: candidates only in the first accepted section.
+    let keep_in =
+        |idx: usize, section_of_line: Option<usize>| match (section_of_line, first_accepted) {
+            (Some(s), Some(first)) => s == first || !lines[idx].starts_with("a=candidate:"),
+            _ => true,
+        };
+    let section_of = |i: usize| sections.iter().position(|s| i >= s.start && i < s.end);
+    let mut kept: Vec<usize> = (0..lines.len())
+        .filter(|&i| keep_in(i, section_of(i)))
+        .collect();
+    let render = |kept: &[usize]| {
+        let mut out = String::with_capacity(answer.len());
+        for &i in kept {
+            out.push_str(lines[i]);
+            out.push_str("\r\n");
+        }
+        out
+    };
+    let mut best = render(&kept);
+    if fits(&best) {
+        return best;
+    }
+    // Step 2: drop the lowest-value candidates, protecting relays and one host per component.
+    let mut protected_hosts: Vec<(&str, u64, usize)> = Vec::new();
+    for &i in &kept {
+        if let Some(c) = CandidateLine::parse(lines[i])
+            && c.typ == "host"
+        {
+            match protected_hosts
+                .iter_mut()
+                .find(|(comp, _, _)| *comp == c.component)
+            {
+                Some(entry) if entry.1 >= c.priority => {}
+                Some(entry) => *entry = (c.component, c.priority, i),
+                None => protected_hosts.push((c.component, c.priority, i)),
+            }
+        }
+    }
+    let mut droppable: Vec<(u64, usize)> = kept
+        .iter()
+        .filter_map(|&i| {
+            let c = CandidateLine::parse(lines[i])?;
+            let protected = c.typ == "relay" || protected_hosts.iter().any(|(_, _, p)| *p == i);
+            (!protected).then_some((c.priority, i))
+        })
+        .collect();
+    droppable.sort_unstable();
+    for (_, victim) in droppable {
+        kept.retain(|&i| i != victim);
+        best = render(&kept);
+        if fits(&best) {
+            break;
+        }
+    }
+    best
 }
 
 /// Counts `a=candidate:` lines: a non-trickle answer must carry at least one.
@@ -356,9 +684,94 @@ a=rtcp-fb:99 nack pli\r\na=rtcp-fb:99 ccm fir\r\n";
         assert_eq!(p.video_mid.as_deref(), Some("video0"));
         assert!(p.sdp.contains(&format!("a=fmtp:99 {H264_FMTP}\r\n")));
         assert!(p.sdp.contains("a=rtcp-fb:99 ccm fir"));
-        // The audio section is left alone.
-        assert!(p.sdp.contains("m=audio 1 UDP/TLS/RTP/SAVPF 96 0 8\r\n"));
+        // Opus is chosen and the other audio payload types go.
+        assert_eq!(
+            p.audio,
+            AudioPlan::Chosen(AudioChoice {
+                codec: AudioCodec::Opus,
+                payload_type: 96,
+                mid: Some("audio0".into()),
+                offered: Direction::SendRecv,
+            })
+        );
+        assert!(
+            p.sdp.contains("m=audio 1 UDP/TLS/RTP/SAVPF 96\r\n"),
+            "{}",
+            p.sdp
+        );
         assert!(p.sdp.contains("a=rtpmap:96 opus/48000/2"));
+        assert!(!p.sdp.contains("a=rtpmap:0 ") && !p.sdp.contains("a=rtpmap:8 "));
+    }
+
+    #[test]
+    fn static_payload_types_without_rtpmap_get_one() {
+        // Older Alexa offers: "96 0 8" with rtpmap for 96 only; a G.711-only viewer.
+        let no_maps = ALEXA_LIKE
+            .replace("a=rtpmap:0 PCMU/8000\r\n", "")
+            .replace("a=rtpmap:8 PCMA/8000\r\n", "");
+        let p = prepare_offer(&no_maps).unwrap();
+        assert!(matches!(&p.audio, AudioPlan::Chosen(c) if c.codec == AudioCodec::Opus));
+        let pcmu_only = no_maps
+            .replace(
+                "m=audio 1 UDP/TLS/RTP/SAVPF 96 0 8",
+                "m=audio 1 RTP/SAVPF 0 8",
+            )
+            .replace("a=rtpmap:96 opus/48000/2\r\n", "");
+        let p = prepare_offer(&pcmu_only).unwrap();
+        assert!(
+            matches!(&p.audio, AudioPlan::Chosen(c) if c.codec == AudioCodec::Pcmu && c.payload_type == 0),
+            "{:?}",
+            p.audio
+        );
+        assert!(
+            p.sdp
+                .contains("m=audio 1 RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\n"),
+            "{}",
+            p.sdp
+        );
+        let pcma_only = pcmu_only.replace("RTP/SAVPF 0 8", "RTP/SAVPF 8");
+        let p = prepare_offer(&pcma_only).unwrap();
+        assert!(
+            matches!(&p.audio, AudioPlan::Chosen(c) if c.codec == AudioCodec::Pcma && c.payload_type == 8)
+        );
+        assert!(p.sdp.contains("a=rtpmap:8 PCMA/8000\r\n"));
+    }
+
+    #[test]
+    fn unknown_audio_codecs_are_rejected_but_the_offer_is_answered() {
+        let g722 = ALEXA_LIKE.replace("96 0 8", "9 101").replace(
+            "a=rtpmap:96 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n",
+            "a=rtpmap:101 telephone-event/8000\r\n",
+        );
+        let p = prepare_offer(&g722).unwrap();
+        match &p.audio {
+            AudioPlan::Rejected(why) => {
+                assert!(
+                    why.contains("G722/8000") && why.contains("telephone-event"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // The static type got its rtpmap so the stack can parse (and reject) the section.
+        assert!(p.sdp.contains("a=rtpmap:9 G722/8000\r\n"));
+        assert_eq!(p.video_payload_type, 99);
+        let none = prepare_offer(CHROME_LIKE).unwrap();
+        assert_eq!(none.audio, AudioPlan::NotOffered);
+    }
+
+    #[test]
+    fn directions_follow_what_we_have_and_what_the_viewer_offers() {
+        use Direction::*;
+        assert_eq!(answer_direction(SendRecv, true, true), SendRecv);
+        assert_eq!(answer_direction(SendRecv, true, false), SendOnly);
+        assert_eq!(answer_direction(SendRecv, false, true), RecvOnly);
+        assert_eq!(answer_direction(SendRecv, false, false), Inactive);
+        assert_eq!(answer_direction(RecvOnly, true, true), SendOnly);
+        assert_eq!(answer_direction(SendOnly, true, true), RecvOnly);
+        assert_eq!(answer_direction(Inactive, true, true), Inactive);
+        assert_eq!(Direction::of(&["a=mid:0"]), SendRecv);
+        assert_eq!(Direction::of(&["a=recvonly"]), RecvOnly);
     }
 
     #[test]
@@ -414,20 +827,74 @@ a=fmtp:96 packetization-mode=0;profile-level-id=42e01f\r\n";
         let answer = "v=0\r\ns=-\r\na=group:BUNDLE video0\r\nm=audio 0 UDP/TLS/RTP/SAVPF 0\r\n\
 a=mid:audio0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 99\r\na=mid:video0\r\na=sendonly\r\n";
-        let placed = place_candidates(answer);
+        let placed = finish_answer(answer, true);
         let (audio, video) = placed.split_once("m=video").unwrap();
         assert!(!audio.contains("a=candidate"), "{placed}");
         assert!(
-            video.contains(
-                "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n"
-            ),
+            video.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n"),
             "{placed}"
         );
+        assert!(
+            !placed.contains("end-of-candidates"),
+            "trickling: more may follow"
+        );
         assert_eq!(candidate_count(&placed), 1);
-        // Already right: unchanged but for line endings.
-        let video_only =
-            "v=0\r\nm=video 9 X 99\r\na=mid:0\r\na=candidate:1 1 udp 1 127.0.0.1 5 typ host\r\n";
-        assert_eq!(place_candidates(video_only), video_only);
+    }
+
+    #[test]
+    fn complete_answers_repeat_candidates_and_drop_trickle() {
+        let answer = "v=0\ns=-\na=group:BUNDLE audio0 video0\na=ice-options:trickle\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 96\na=mid:audio0\na=ice-options:trickle\n\
+a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\n\
+m=video 9 UDP/TLS/RTP/SAVPF 99\na=mid:video0\n";
+        let with_fp = answer.replace("s=-\n", "s=-\na=fingerprint:sha-256 AB:CD\n");
+        let done = finish_answer(&with_fp, false);
+        assert_eq!(
+            done.matches("a=fingerprint:sha-256 AB:CD\r\n").count(),
+            3,
+            "{done}"
+        );
+        assert!(!done.contains("trickle"), "{done}");
+        assert_eq!(candidate_count(&done), 2, "{done}");
+        assert_eq!(done.matches("a=end-of-candidates\r\n").count(), 2);
+        assert!(!done.replace("\r\n", "").contains('\n'), "CRLF only");
+    }
+
+    #[test]
+    fn oversized_answers_shed_low_value_candidates_but_keep_relay_and_a_host_each() {
+        let mut answer = String::from(
+            "v=0\r\ns=-\r\na=group:BUNDLE audio0 video0\r\nm=audio 9 X 96\r\na=mid:audio0\r\n",
+        );
+        let mut cands = String::new();
+        for i in 0..40u32 {
+            cands.push_str(&format!(
+                "a=candidate:{i} 1 udp {} 10.0.{i}.1 {} typ host\r\n",
+                2_000_000_000 - i,
+                40_000 + i
+            ));
+        }
+        cands.push_str(
+            "a=candidate:s 1 udp 1600000000 198.51.100.7 4000 typ srflx raddr 0.0.0.0 rport 0\r\n",
+        );
+        cands.push_str(
+            "a=candidate:r 1 udp 10 203.0.113.9 5000 typ relay raddr 0.0.0.0 rport 0\r\n",
+        );
+        answer.push_str(&cands);
+        answer.push_str("m=video 9 X 99\r\na=mid:video0\r\n");
+        answer.push_str(&cands);
+        let limit = 1_500;
+        let fitted = fit_answer(&answer, |a| a.len() <= limit);
+        assert!(fitted.len() <= limit, "{}", fitted.len());
+        assert!(fitted.contains("typ relay"), "relay kept");
+        assert!(fitted.contains("10.0.0.1 40000 typ host"), "best host kept");
+        assert!(!fitted.contains("10.0.39.1"), "lowest host dropped first");
+        let (_, video) = fitted.split_once("m=video").unwrap();
+        assert!(
+            !video.contains("a=candidate"),
+            "no repeats once space runs out"
+        );
+        // Already small: unchanged.
+        assert_eq!(fit_answer("v=0\r\n", |_| true), "v=0\r\n");
     }
 
     #[test]

@@ -76,13 +76,19 @@ pub struct ViewerCounters {
     pub first_frame_ms: AtomicU64,
 }
 
+/// One track's sending loop. Video and audio run the same loop: audio frames are all
+/// "keyframes" (every Opus or G.711 packet decodes on its own), and audio has no keyframe
+/// requests to pass on.
 pub struct MediaTask {
     pub track: Arc<TrackLocalStaticRTP>,
     pub stamper: Stamper,
     pub feed: FrameFeed,
-    pub keyframes: KeyframeRequests,
+    /// Where PLI/FIR and losses turn into encoder keyframe requests (video only).
+    pub keyframes: Option<KeyframeRequests>,
     pub counters: Arc<ViewerCounters>,
     pub cancel: CancellationToken,
+    /// Keeps an on-demand encoder (G.711) running while this task lives.
+    pub demand: Option<super::audio::DemandGuard>,
 }
 
 impl MediaTask {
@@ -95,19 +101,24 @@ impl MediaTask {
             keyframes,
             counters,
             cancel,
+            demand: _demand,
         } = self;
         let started = Instant::now();
         let mut rx = feed.subscribe();
         let mut gate = KeyframeGate::default();
-        keyframes.request();
+        if let Some(k) = &keyframes {
+            k.request();
+        }
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 event = track.poll() => match event {
                     Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
-                        if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                        if let Some(k) = &keyframes
+                            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+                        {
                             counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                            keyframes.request();
+                            k.request();
                         }
                     }
                     Some(_) => {}
@@ -133,8 +144,10 @@ impl MediaTask {
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "viewer fell behind; skipping to the next keyframe");
                         counters.frames_skipped.fetch_add(missed, Ordering::Relaxed);
-                        if gate.on_loss() {
-                            keyframes.request();
+                        if gate.on_loss()
+                            && let Some(k) = &keyframes
+                        {
+                            k.request();
                         }
                     }
                     Err(RecvError::Closed) => break,

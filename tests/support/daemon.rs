@@ -20,6 +20,8 @@ pub fn test_env() -> Vec<(String, String)> {
         ("CAMGATE__SOURCE__FRAMERATE", "30"),
         ("CAMGATE__WEBRTC__HOST_ADDRESSES", "127.0.0.1"),
         ("CAMGATE__LOG__FORMAT", "text"),
+        // Tests that check talkback point it at a file; the others play nothing.
+        ("CAMGATE__AUDIO__TALKBACK", "false"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -1,7 +1,8 @@
 //! A real WebRTC viewer for tests: a `webrtc` peer that receives our H.264 over loopback,
 //! depacketizes it with GStreamer's `rtph264depay` (not our code) and decodes it with
 //! `avdec_h264`. What it reports is what a user would see: frames decoded, their size, and
-//! how long the first one took.
+//! how long the first one took. With audio it also decodes Opus/G.711 to samples (what a
+//! listener would hear) and can talk back: a GStreamer tone, Opus-encoded, on its own track.
 
 #![allow(dead_code)]
 
@@ -11,19 +12,174 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU,
+};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use rtc::shared::marshal::Marshal;
+use rtc::shared::marshal::{Marshal, Unmarshal};
 use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer,
+    RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
     RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
 };
+
+/// An audio codec the viewer offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioKind {
+    Opus,
+    Pcmu,
+    Pcma,
+}
+
+impl AudioKind {
+    fn codec(self) -> RTCRtpCodec {
+        let (mime, rate, channels, fmtp) = match self {
+            AudioKind::Opus => (MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1"),
+            AudioKind::Pcmu => (MIME_TYPE_PCMU, 8_000, 0, ""),
+            AudioKind::Pcma => (MIME_TYPE_PCMA, 8_000, 0, ""),
+        };
+        RTCRtpCodec {
+            mime_type: mime.into(),
+            clock_rate: rate,
+            channels,
+            sdp_fmtp_line: fmtp.into(),
+            rtcp_feedback: vec![],
+        }
+    }
+
+    fn of_mime(mime: &str) -> Option<AudioKind> {
+        let m = mime.to_ascii_lowercase();
+        if m == MIME_TYPE_OPUS.to_ascii_lowercase() {
+            Some(AudioKind::Opus)
+        } else if m == MIME_TYPE_PCMU.to_ascii_lowercase() {
+            Some(AudioKind::Pcmu)
+        } else if m == MIME_TYPE_PCMA.to_ascii_lowercase() {
+            Some(AudioKind::Pcma)
+        } else {
+            None
+        }
+    }
+
+    /// GStreamer depayloader + decoder for this codec.
+    fn decode_chain(self) -> (&'static str, u32, &'static str) {
+        match self {
+            AudioKind::Opus => ("OPUS", 48_000, "rtpopusdepay ! opusdec plc=true"),
+            AudioKind::Pcmu => ("PCMU", 8_000, "rtppcmudepay ! mulawdec"),
+            AudioKind::Pcma => ("PCMA", 8_000, "rtppcmadepay ! alawdec"),
+        }
+    }
+}
+
+/// How a [`TestViewer`] is set up.
+#[derive(Clone)]
+pub struct ViewerOptions {
+    /// The H.264 payload type offered.
+    pub video_pt: u8,
+    /// Decode video (false for load tests that only count RTP).
+    pub decode: bool,
+    /// Audio payload types offered, in preference order; empty: no audio section.
+    pub audio: Vec<(u8, AudioKind)>,
+    /// Send a tone of this frequency on the audio track (talkback), Opus-encoded.
+    pub talk_tone_hz: Option<u32>,
+    pub ice_servers: Vec<RTCIceServer>,
+    /// Use relay candidates only (`iceTransportPolicy: "relay"`).
+    pub relay_only: bool,
+}
+
+impl ViewerOptions {
+    pub fn video(pt: u8) -> Self {
+        ViewerOptions {
+            video_pt: pt,
+            decode: true,
+            audio: Vec::new(),
+            talk_tone_hz: None,
+            ice_servers: Vec::new(),
+            relay_only: false,
+        }
+    }
+
+    /// A browser-like viewer: H.264 and Opus (PT 111), receive only.
+    pub fn browser() -> Self {
+        ViewerOptions {
+            audio: vec![
+                (111, AudioKind::Opus),
+                (0, AudioKind::Pcmu),
+                (8, AudioKind::Pcma),
+            ],
+            ..Self::video(102)
+        }
+    }
+}
+
+/// What the viewer heard so far.
+#[derive(Debug, Default, Clone)]
+pub struct Heard {
+    pub rtp_packets: u64,
+    pub payload_type: Option<u8>,
+    pub codec: Option<&'static str>,
+    /// Decoded mono samples at `rate`, first 20 s at most.
+    pub samples: Vec<i16>,
+    pub rate: u32,
+    pub first_packet_at: Option<Instant>,
+    /// RTP timestamp of the first packet, and its arrival (for A/V offset estimates).
+    pub errors: Vec<String>,
+}
+
+impl Heard {
+    /// Root mean square of the decoded samples (0 = silence; full scale 32768).
+    pub fn rms(&self) -> f64 {
+        rms(&self.samples)
+    }
+
+    /// The dominant frequency of the last `seconds` of samples, by FFT.
+    pub fn dominant_hz(&self, seconds: f64) -> f64 {
+        let n = ((self.rate as f64 * seconds) as usize).min(self.samples.len());
+        dominant_hz(&self.samples[self.samples.len() - n..], self.rate)
+    }
+}
+
+pub fn rms(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    (sum / samples.len() as f64).sqrt()
+}
+
+/// The frequency with the largest magnitude in `samples` (Hann-windowed FFT).
+pub fn dominant_hz(samples: &[i16], rate: u32) -> f64 {
+    use rustfft::FftPlanner;
+    use rustfft::num_complex::Complex;
+    let n = samples.len();
+    if n < 16 || rate == 0 {
+        return 0.0;
+    }
+    let mut buf: Vec<Complex<f64>> = samples
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let w = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / (n - 1) as f64).cos();
+            Complex::new(f64::from(s) * w, 0.0)
+        })
+        .collect();
+    FftPlanner::new().plan_fft_forward(n).process(&mut buf);
+    let (bin, _) = buf[1..n / 2]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i + 1, c.norm()))
+        .fold((0, 0.0), |best, x| if x.1 > best.1 { x } else { best });
+    bin as f64 * f64::from(rate) / n as f64
+}
 
 /// What the decoder saw so far.
 #[derive(Debug, Default, Clone)]
@@ -75,6 +231,8 @@ struct Handler {
     decoded_tx: watch::Sender<u64>,
     track: Arc<Mutex<Option<Arc<dyn TrackRemote>>>>,
     decode: bool,
+    heard: Arc<Mutex<Heard>>,
+    heard_tx: watch::Sender<u64>,
 }
 
 #[async_trait::async_trait]
@@ -95,6 +253,12 @@ impl PeerConnectionEventHandler for Handler {
         let _ = self.state.send(state);
     }
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if track.kind().await == RtpCodecKind::Audio {
+            let heard = self.heard.clone();
+            let tx = self.heard_tx.clone();
+            tokio::spawn(async move { listen(track, heard, tx).await });
+            return;
+        }
         *self.track.lock().unwrap() = Some(track.clone());
         let decoded = self.decoded.clone();
         let tx = self.decoded_tx.clone();
@@ -147,6 +311,133 @@ async fn receive(
     if let Some(d) = decoder {
         d.stop();
     }
+}
+
+/// Feeds every audio RTP packet into a GStreamer depayloader + decoder and keeps the samples.
+async fn listen(track: Arc<dyn TrackRemote>, heard: Arc<Mutex<Heard>>, tx: watch::Sender<u64>) {
+    let mut decoder: Option<(gst::Pipeline, gst_app::AppSrc)> = None;
+    while let Some(event) = track.poll().await {
+        match event {
+            TrackRemoteEvent::OnRtpPacket(packet) => {
+                let pt = packet.header.payload_type;
+                let n = {
+                    let mut h = heard.lock().unwrap();
+                    h.rtp_packets += 1;
+                    h.payload_type = Some(pt);
+                    h.first_packet_at.get_or_insert_with(Instant::now);
+                    h.rtp_packets
+                };
+                let _ = tx.send(n);
+                if decoder.is_none() {
+                    let kind = track
+                        .codec(packet.header.ssrc)
+                        .await
+                        .and_then(|c| AudioKind::of_mime(&c.mime_type))
+                        .unwrap_or(if pt == 0 {
+                            AudioKind::Pcmu
+                        } else if pt == 8 {
+                            AudioKind::Pcma
+                        } else {
+                            AudioKind::Opus
+                        });
+                    decoder = Some(audio_decoder(kind, pt, heard.clone()));
+                }
+                if let (Some((_, src)), Ok(bytes)) = (&decoder, packet.marshal()) {
+                    let _ = src.push_buffer(gst::Buffer::from_slice(bytes.to_vec()));
+                }
+            }
+            TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
+            _ => {}
+        }
+    }
+    if let Some((pipeline, _)) = decoder {
+        let _ = pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn audio_decoder(
+    kind: AudioKind,
+    pt: u8,
+    heard: Arc<Mutex<Heard>>,
+) -> (gst::Pipeline, gst_app::AppSrc) {
+    let (name, rate, chain) = kind.decode_chain();
+    {
+        let mut h = heard.lock().unwrap();
+        h.codec = Some(name);
+        h.rate = 48_000;
+    }
+    let desc = format!(
+        "appsrc name=src is-live=true do-timestamp=true format=time \
+         caps=application/x-rtp,media=audio,clock-rate={rate},encoding-name={name},payload={pt} \
+         ! rtpjitterbuffer latency=50 ! {chain} ! audioconvert ! audioresample \
+         ! audio/x-raw,format=S16LE,channels=1,rate=48000 \
+         ! appsink name=sink sync=false emit-signals=false"
+    );
+    let (pipeline, src, sink) = super::gst::app_pipeline(&desc, "sink");
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+                    let mut h = heard.lock().unwrap();
+                    if h.samples.len() < 20 * 48_000 {
+                        h.samples.extend(
+                            map.as_slice()
+                                .chunks_exact(2)
+                                .map(|b| i16::from_le_bytes([b[0], b[1]])),
+                        );
+                    }
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    (pipeline, src)
+}
+
+/// Sends an Opus-encoded tone on `track` until the returned pipeline is stopped: talkback.
+fn talk(track: Arc<TrackLocalStaticRTP>, ssrc: u32, pt: u8, hz: u32) -> gst::Pipeline {
+    let desc = format!(
+        "audiotestsrc is-live=true wave=sine freq={hz} volume=0.5 ! audioconvert ! audioresample \
+         ! audio/x-raw,rate=48000,channels=1 ! opusenc frame-size=20 ! rtpopuspay pt={pt} \
+         ! appsink name=sink sync=false emit-signals=false"
+    );
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel::<rtc::rtp::Packet>();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+                    let mut raw: &[u8] = map.as_slice();
+                    if let Ok(mut p) = rtc::rtp::Packet::unmarshal(&mut raw) {
+                        p.header.ssrc = ssrc;
+                        p.header.payload_type = pt;
+                        let _ = tx.send(p);
+                    }
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            if track.write_rtp(p).await.is_err() {
+                break;
+            }
+        }
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    pipeline
 }
 
 struct Decoder {
@@ -228,6 +519,12 @@ pub struct TestViewer {
     decoded: Arc<Mutex<Decoded>>,
     decoded_rx: watch::Receiver<u64>,
     track: Arc<Mutex<Option<Arc<dyn TrackRemote>>>>,
+    heard: Arc<Mutex<Heard>>,
+    heard_rx: watch::Receiver<u64>,
+    /// The talkback tone, while it plays.
+    talking: Mutex<Option<gst::Pipeline>>,
+    talk_track: Option<(Arc<TrackLocalStaticRTP>, u32)>,
+    opts: ViewerOptions,
 }
 
 impl TestViewer {
@@ -240,6 +537,15 @@ impl TestViewer {
     /// `decode = false`: count RTP only (load tests, where decoding would eat the CPU that
     /// is being measured).
     pub async fn with_decoder(pt: u8, decode: bool) -> TestViewer {
+        Self::with_options(ViewerOptions {
+            decode,
+            ..ViewerOptions::video(pt)
+        })
+        .await
+    }
+
+    pub async fn with_options(opts: ViewerOptions) -> TestViewer {
+        let pt = opts.video_pt;
         let mut media = MediaEngine::default();
         let fb = |t: &str, p: &str| RTCPFeedback {
             typ: t.into(),
@@ -262,12 +568,25 @@ impl TestViewer {
                 RtpCodecKind::Video,
             )
             .unwrap();
+        for (apt, kind) in &opts.audio {
+            media
+                .register_codec(
+                    RTCRtpCodecParameters {
+                        rtp_codec: kind.codec(),
+                        payload_type: *apt,
+                    },
+                    RtpCodecKind::Audio,
+                )
+                .unwrap();
+        }
         let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let (gathered_tx, gathered) = watch::channel(false);
         let (cand_tx, cand_rx) = mpsc::unbounded_channel();
         let decoded = Arc::new(Mutex::new(Decoded::default()));
         let (decoded_tx, decoded_rx) = watch::channel(0);
+        let heard = Arc::new(Mutex::new(Heard::default()));
+        let (heard_tx, heard_rx) = watch::channel(0);
         let track = Arc::new(Mutex::new(None));
         let handler = Arc::new(Handler {
             state: state_tx,
@@ -276,9 +595,16 @@ impl TestViewer {
             decoded: decoded.clone(),
             decoded_tx,
             track: track.clone(),
-            decode,
+            decode: opts.decode,
+            heard: heard.clone(),
+            heard_tx,
         });
+        let mut config = RTCConfigurationBuilder::new().with_ice_servers(opts.ice_servers.clone());
+        if opts.relay_only {
+            config = config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
+        }
         let pc = PeerConnectionBuilder::new()
+            .with_configuration(config.build())
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_setting_engine(
@@ -292,6 +618,42 @@ impl TestViewer {
             .await
             .unwrap();
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        // Audio first, as Alexa and browsers that add the microphone first do.
+        let mut talk_track = None;
+        if let Some((apt, kind)) = opts.audio.first().copied() {
+            if opts.talk_tone_hz.is_some() {
+                let ssrc = rand::random::<u32>();
+                let t = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                    "viewer".into(),
+                    "mic".into(),
+                    "mic".into(),
+                    RtpCodecKind::Audio,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: kind.codec(),
+                        ..Default::default()
+                    }],
+                )));
+                pc.add_track(t.clone() as Arc<dyn TrackLocal>)
+                    .await
+                    .unwrap();
+                talk_track = Some((t, ssrc));
+                let _ = apt;
+            } else {
+                pc.add_transceiver_from_kind(
+                    RtpCodecKind::Audio,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .unwrap();
+            }
+        }
         pc.add_transceiver_from_kind(
             RtpCodecKind::Video,
             Some(RTCRtpTransceiverInit {
@@ -309,7 +671,40 @@ impl TestViewer {
             decoded,
             decoded_rx,
             track,
+            heard,
+            heard_rx,
+            talking: Mutex::new(None),
+            talk_track,
+            opts,
         }
+    }
+
+    /// Starts the talkback tone (needs `talk_tone_hz`); the viewer must be connected.
+    pub fn start_talking(&self) {
+        let (track, ssrc) = self
+            .talk_track
+            .clone()
+            .expect("viewer built without talk_tone_hz");
+        let hz = self.opts.talk_tone_hz.unwrap_or(1000);
+        let pt = self.opts.audio.first().map(|a| a.0).unwrap_or(111);
+        *self.talking.lock().unwrap() = Some(talk(track, ssrc, pt, hz));
+    }
+
+    pub fn stop_talking(&self) {
+        if let Some(p) = self.talking.lock().unwrap().take() {
+            let _ = p.set_state(gst::State::Null);
+        }
+    }
+
+    /// Waits (bounded) until `n` audio RTP packets arrived; returns what was heard either way.
+    pub async fn wait_audio(&self, n: u64, within: Duration) -> Heard {
+        let mut rx = self.heard_rx.clone();
+        let _ = tokio::time::timeout(within, rx.wait_for(|p| *p >= n)).await;
+        self.heard()
+    }
+
+    pub fn heard(&self) -> Heard {
+        self.heard.lock().unwrap().clone()
     }
 
     /// Creates the offer. With `complete`, waits for gathering so the offer carries our
@@ -381,6 +776,7 @@ impl TestViewer {
     }
 
     pub async fn close(&self) {
+        self.stop_talking();
         let _ = self.pc.close().await;
     }
 }

@@ -54,13 +54,9 @@ pub trait OfferHandler: Send + Sync + 'static {
     async fn remote_candidate(&self, client_id: &str, candidate_json: &str);
 }
 
-/// A STUN or TURN server handed to a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IceServer {
-    pub urls: Vec<String>,
-    pub username: Option<String>,
-    pub credential: Option<String>,
-}
+/// A STUN or TURN server handed to a session: the session layer's type, so KVS's servers
+/// reach the peer connection unchanged.
+pub use crate::session::IceServer;
 
 pub use iot::IotOptions;
 

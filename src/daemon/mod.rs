@@ -1,5 +1,8 @@
-//! The running daemon: one capture, one packetizer, the session manager, the HTTP server,
-//! and (in KVS mode) the signaling client — started in that order, stopped in reverse.
+//! The running daemon: one capture, one packetizer, the audio ([`audio`]), the session
+//! manager, the HTTP server, and (in KVS mode) the signaling client — started in that order,
+//! stopped in reverse.
+
+mod audio;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -26,6 +29,10 @@ pub struct DaemonOptions {
     /// Frames a viewer may fall behind before it skips to the next keyframe.
     pub viewer_queue_frames: usize,
     pub signaling: SignalingMode,
+    /// The audio source; None sends no audio.
+    pub audio: Option<crate::media::audio::AudioOptions>,
+    /// Talkback; None when `audio.talkback = false`.
+    pub talkback: Option<crate::media::talkback::TalkbackOptions>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +89,7 @@ pub struct Runtime {
     pub started: Instant,
     /// KVS signaling counters, in kvs mode.
     kvs: Option<Arc<signaling::kvs::KvsStats>>,
+    audio: Arc<audio::DaemonAudio>,
 }
 
 impl Runtime {
@@ -175,7 +183,16 @@ pub async fn run(
             }
         }),
     );
-    let sessions = SessionManager::new(opts.sessions.clone(), feed.clone(), keyframes);
+    let daemon_audio = Arc::new(audio::DaemonAudio::start(
+        opts.audio.clone(),
+        opts.talkback.clone(),
+    ));
+    let sessions = SessionManager::new(
+        opts.sessions.clone(),
+        feed.clone(),
+        keyframes,
+        daemon_audio.service.clone(),
+    );
     let mut rt = Runtime {
         capture: capture.clone(),
         sessions: sessions.clone(),
@@ -184,6 +201,7 @@ pub async fn run(
         packetizer_errors,
         started: Instant::now(),
         kvs: None,
+        audio: daemon_audio.clone(),
     };
 
     let listener = TcpListener::bind(opts.listen)
@@ -235,6 +253,12 @@ pub async fn run(
     }
     // Peers first (they say goodbye over DTLS), then the camera, then HTTP.
     let _ = tokio::time::timeout(Duration::from_millis(1200), sessions.shutdown()).await;
+    let stopping_audio = daemon_audio.clone();
+    let _ = tokio::time::timeout(
+        Duration::from_millis(700),
+        tokio::task::spawn_blocking(move || stopping_audio.stop()),
+    )
+    .await;
     let capture = capture.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(c) = capture {
         let _ = tokio::time::timeout(
@@ -334,6 +358,7 @@ async fn stats(State(rt): State<Runtime>) -> impl IntoResponse {
         "health": rt.health(),
         "sessions": rt.sessions.summaries(),
         "kvs": rt.kvs.as_ref().map(|k| k.snapshot().to_json()),
+        "audio": rt.audio.status_json(),
     }))
 }
 
@@ -364,6 +389,36 @@ fn spawn_watchdog(rt: Runtime) -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
+/// `[audio]` onto the audio capture's options: `auto` picks what fits the video source.
+fn audio_options(
+    s: &crate::config::Settings,
+    video: &crate::media::SourceSpec,
+) -> Option<crate::media::audio::AudioOptions> {
+    use crate::config::AudioSource;
+    use crate::media::SourceSpec;
+    use crate::media::audio::{AudioOptions, AudioSourceSpec};
+    let device = s.audio.device.clone();
+    let source = match s.audio.source {
+        AudioSource::Off => None,
+        AudioSource::Test => Some(AudioSourceSpec::Test { freq_hz: 440 }),
+        AudioSource::Alsa => Some(AudioSourceSpec::Alsa { device }),
+        AudioSource::Pulse => Some(AudioSourceSpec::Pulse { device }),
+        AudioSource::Camera => Some(AudioSourceSpec::Camera(video.clone())),
+        AudioSource::Auto => match video {
+            SourceSpec::Test { .. } => Some(AudioSourceSpec::Test { freq_hz: 440 }),
+            SourceSpec::Rtsp { .. } | SourceSpec::File { .. } => {
+                Some(AudioSourceSpec::Camera(video.clone()))
+            }
+            SourceSpec::V4l2 { .. } => None,
+        },
+    }?;
+    Some(AudioOptions {
+        source,
+        bitrate_kbps: s.audio.bitrate_kbps,
+        ..AudioOptions::default()
+    })
+}
+
 /// KVS viewers are ordinary sessions: the signaling client hands offers to the same manager
 /// that serves WHEP, so both paths share admission, fan-out and cleanup.
 struct KvsViewers(Arc<SessionManager>);
@@ -377,14 +432,6 @@ impl signaling::kvs::OfferHandler for KvsViewers {
         ice_servers: Vec<signaling::kvs::IceServer>,
         candidates: Option<tokio::sync::mpsc::Sender<String>>,
     ) -> Result<String, String> {
-        let ice_servers = ice_servers
-            .into_iter()
-            .map(|s| crate::session::IceServer {
-                urls: s.urls,
-                username: s.username,
-                credential: s.credential,
-            })
-            .collect();
         self.0
             .offer(crate::session::OfferRequest {
                 viewer: Some(client_id.to_owned()),
@@ -517,12 +564,28 @@ impl DaemonOptions {
                 }))
             }
         };
+        let audio = audio_options(s, &capture.source);
+        let talkback = s
+            .audio
+            .talkback
+            .then(|| crate::media::talkback::TalkbackOptions {
+                // Validated by `Settings::validate`; an unparsable value cannot reach here, and
+                // would mean the default sink.
+                sink: s
+                    .audio
+                    .talkback_sink
+                    .parse()
+                    .unwrap_or(crate::media::talkback::TalkbackSink::Default),
+                release_after: Duration::from_secs(1),
+            });
         DaemonOptions {
             capture,
             sessions,
             listen: s.http.listen,
             viewer_queue_frames: w.viewer_queue_frames,
             signaling,
+            audio,
+            talkback,
         }
     }
 }

@@ -1,0 +1,142 @@
+//! The daemon's audio: the capture that feeds every viewer's audio track, its packetizers,
+//! on-demand G.711, and talkback. Audio is never a reason for the daemon (or video) to stop:
+//! whatever fails here is logged once and viewers are answered without it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::media::audio::{AudioCapture, AudioCodec, AudioOptions, AudioPacket, AudioSink};
+use crate::media::talkback::{Talkback, TalkbackOptions};
+use crate::rtp::{Frame, OpusPacketizer, Payloader};
+use crate::session::{AudioService, FrameFeed, G711Demand};
+
+/// 50 frames = one second of 20 ms audio a viewer may fall behind before it skips ahead.
+const AUDIO_QUEUE_FRAMES: usize = 50;
+
+/// The running audio parts, for shutdown and status.
+pub struct DaemonAudio {
+    pub capture: Arc<Mutex<Option<AudioCapture>>>,
+    pub talkback: Option<Talkback>,
+    pub service: AudioService,
+    /// Audio frames the packetizer refused (oversized Opus packets, empty buffers).
+    pub packetizer_errors: Arc<AtomicU64>,
+}
+
+impl DaemonAudio {
+    /// Starts what is configured. `source` None means no audio to send; `talkback` None
+    /// means talkback is off.
+    pub fn start(source: Option<AudioOptions>, talkback: Option<TalkbackOptions>) -> DaemonAudio {
+        let opus = FrameFeed::new(AUDIO_QUEUE_FRAMES);
+        let pcmu = FrameFeed::new(AUDIO_QUEUE_FRAMES);
+        let pcma = FrameFeed::new(AUDIO_QUEUE_FRAMES);
+        let packetizer_errors = Arc::new(AtomicU64::new(0));
+        let capture: Arc<Mutex<Option<AudioCapture>>> = Arc::new(Mutex::new(None));
+        if let Some(opts) = source {
+            let sink = packetizing_sink(
+                [opus.clone(), pcmu.clone(), pcma.clone()],
+                packetizer_errors.clone(),
+            );
+            match AudioCapture::start(opts, sink) {
+                Ok(c) => *lock(&capture) = Some(c),
+                Err(e) => tracing::error!(
+                    "audio capture cannot start, viewers get video only: {e} (set audio.source = \"none\" to silence this)"
+                ),
+            }
+        }
+        let talkback = talkback.and_then(|opts| match Talkback::start(opts) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(
+                    "talkback is off: {e}; audio sections are answered without receiving (set audio.talkback = false to silence this)"
+                );
+                None
+            }
+        });
+        let available = {
+            let capture = capture.clone();
+            Arc::new(move || lock(&capture).as_ref().is_some_and(sends_audio))
+        };
+        let demand = {
+            let capture = capture.clone();
+            G711Demand::new(Arc::new(move |codec, wanted| {
+                tracing::info!(?codec, wanted, "G.711 encoder demand changed");
+                if let Some(c) = lock(&capture).as_ref() {
+                    c.set_g711(codec, wanted);
+                }
+            }))
+        };
+        let service = AudioService {
+            opus,
+            pcmu,
+            pcma,
+            available,
+            talkback: talkback.clone(),
+            demand,
+        };
+        DaemonAudio {
+            capture,
+            talkback,
+            service,
+            packetizer_errors,
+        }
+    }
+
+    pub fn stop(&self) {
+        if let Some(c) = lock(&self.capture).take() {
+            c.stop();
+        }
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "capture": lock(&self.capture).as_ref().map(|c| c.status()),
+            "talkback": self.talkback.as_ref().map(|t| t.status()),
+            "opus_frames_published": self.service.opus.published(),
+            "g711_viewers": {
+                "pcmu": self.service.demand.viewers(AudioCodec::Pcmu),
+                "pcma": self.service.demand.viewers(AudioCodec::Pcma),
+            },
+            "packetizer_errors": self.packetizer_errors.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Whether the capture can be expected to deliver audio: everything but a camera that
+/// turned out to have no audio track (and a capture that has stopped for good).
+fn sends_audio(c: &AudioCapture) -> bool {
+    c.status().sends_audio()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Packetizes each encoded audio frame once, into the feed of its codec. Runs on the audio
+/// pipeline's streaming thread.
+fn packetizing_sink(feeds: [FrameFeed; 3], errors: Arc<AtomicU64>) -> AudioSink {
+    let packetizers = Mutex::new([
+        OpusPacketizer::new(),
+        OpusPacketizer::g711(),
+        OpusPacketizer::g711(),
+    ]);
+    Arc::new(move |packet: AudioPacket| {
+        let slot = match packet.codec {
+            AudioCodec::Opus => 0,
+            AudioCodec::Pcmu => 1,
+            AudioCodec::Pcma => 2,
+        };
+        let mut frame = Frame::new();
+        let result =
+            lock(&packetizers)[slot].packetize_into(&packet.data, packet.pts_ns, &mut frame);
+        match result {
+            Ok(()) if !frame.is_empty() => feeds[slot].publish(Arc::new(frame)),
+            Ok(()) => {}
+            Err(e) => {
+                let n = errors.fetch_add(1, Ordering::Relaxed);
+                if n < 5 || n.is_multiple_of(100) {
+                    tracing::warn!(count = n + 1, "audio frame dropped: {e}");
+                }
+            }
+        }
+    })
+}
