@@ -5,7 +5,8 @@
 //! ```
 //! connects 10 viewers, receives for 20 s, and prints per-viewer packet and bit rates and the
 //! offer → answer times. Viewers count RTP but do not decode (pass `--decode` to decode with
-//! GStreamer too), so the machine's CPU goes to the daemon being measured.
+//! GStreamer too), so the machine's CPU goes to the daemon being measured. `--audio` makes
+//! them offer Opus as browsers do, so the daemon also sends each one audio.
 
 // The test viewer and its GStreamer plumbing (the rest of tests/support needs test-only env).
 #[path = "../tests/support/gst.rs"]
@@ -25,12 +26,18 @@ async fn main() {
     let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
     let secs: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(20);
     let decode = args.iter().any(|a| a == "--decode");
+    let audio = args.iter().any(|a| a == "--audio");
     let client = reqwest::Client::new();
 
     let mut viewers = Vec::new();
     let mut answer_ms = Vec::new();
     for _ in 0..n {
-        let v = viewer::TestViewer::with_decoder(102, decode).await;
+        let opts = if audio {
+            viewer::ViewerOptions::browser()
+        } else {
+            viewer::ViewerOptions::video(102)
+        };
+        let v = viewer::TestViewer::with_options(viewer::ViewerOptions { decode, ..opts }).await;
         let offer = v.offer(true).await;
         let t0 = Instant::now();
         let resp = client
@@ -61,14 +68,15 @@ async fn main() {
         }
     }
     println!("READY {} viewers", viewers.len());
-    let start: Vec<_> = viewers.iter().map(|(v, _)| v.decoded()).collect();
+    let start: Vec<_> = viewers.iter().map(|(v, _)| (v.decoded(), v.heard())).collect();
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    for (i, ((v, _), s)) in viewers.iter().zip(&start).enumerate() {
+    for (i, ((v, _), (s, a))) in viewers.iter().zip(&start).enumerate() {
         let e = v.decoded();
         let pps = (e.rtp_packets - s.rtp_packets) as f64 / secs as f64;
         let kbps = (e.rtp_bytes - s.rtp_bytes) as f64 * 8.0 / secs as f64 / 1000.0;
+        let audio_pps = (v.heard().rtp_packets - a.rtp_packets) as f64 / secs as f64;
         println!(
-            "viewer {i}: {pps:.0} packets/s, {kbps:.0} kbit/s payload, {} frames decoded",
+            "viewer {i}: {pps:.0} packets/s, {kbps:.0} kbit/s payload, {} frames decoded, {audio_pps:.0} audio packets/s",
             e.frames
         );
     }

@@ -256,7 +256,8 @@ impl PeerConnectionEventHandler for Handler {
         if track.kind().await == RtpCodecKind::Audio {
             let heard = self.heard.clone();
             let tx = self.heard_tx.clone();
-            tokio::spawn(async move { listen(track, heard, tx).await });
+            let decode = self.decode;
+            tokio::spawn(async move { listen(track, heard, tx, decode).await });
             return;
         }
         *self.track.lock().unwrap() = Some(track.clone());
@@ -314,7 +315,12 @@ async fn receive(
 }
 
 /// Feeds every audio RTP packet into a GStreamer depayloader + decoder and keeps the samples.
-async fn listen(track: Arc<dyn TrackRemote>, heard: Arc<Mutex<Heard>>, tx: watch::Sender<u64>) {
+async fn listen(
+    track: Arc<dyn TrackRemote>,
+    heard: Arc<Mutex<Heard>>,
+    tx: watch::Sender<u64>,
+    decode: bool,
+) {
     let mut decoder: Option<(gst::Pipeline, gst_app::AppSrc)> = None;
     while let Some(event) = track.poll().await {
         match event {
@@ -328,6 +334,9 @@ async fn listen(track: Arc<dyn TrackRemote>, heard: Arc<Mutex<Heard>>, tx: watch
                     h.rtp_packets
                 };
                 let _ = tx.send(n);
+                if !decode {
+                    continue;
+                }
                 if decoder.is_none() {
                     let kind = track
                         .codec(packet.header.ssrc)

@@ -299,8 +299,22 @@ pub fn build_answer(
     sdp: &str,
     correlation_id: &str,
 ) -> Result<String, BuildError> {
-    let payload = serde_json::json!({"type": "answer", "sdp": sdp}).to_string();
-    build(Action::SdpAnswer, recipient, &payload, Some(correlation_id))
+    build(
+        Action::SdpAnswer,
+        recipient,
+        &answer_payload_json(sdp),
+        Some(correlation_id),
+    )
+}
+
+fn answer_payload_json(sdp: &str) -> String {
+    serde_json::json!({"type": "answer", "sdp": sdp}).to_string()
+}
+
+/// Length of the `messagePayload` an answer becomes (base64 of the JSON wrapper): what the
+/// service's 10 000-character limit applies to.
+pub fn answer_payload_chars(sdp: &str) -> usize {
+    answer_payload_json(sdp).len().div_ceil(3) * 4
 }
 
 /// Builds an ICE_CANDIDATE frame for `recipient` from the candidate JSON the session produced.
@@ -624,6 +638,12 @@ mod tests {
             sdp.push_str("a\r\n");
         }
         assert!(build_answer("v", &sdp, "1_1").is_ok());
+        assert!(answer_payload_chars(&sdp) <= MAX_PAYLOAD_CHARS);
+        assert!(answer_payload_chars(&format!("{sdp}a\r\n")) > MAX_PAYLOAD_CHARS);
+        assert_eq!(
+            answer_payload_chars(SDP),
+            B64.encode(serde_json::json!({"type":"answer","sdp":SDP}).to_string()).len()
+        );
     }
 
     #[test]
