@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages camgate needs on Debian 12 / Ubuntu 22.04+.
 #   install-deps.sh          build + run (GStreamer dev libs and plugins)
-#   install-deps.sh --test   also what the test suite needs (RTSP server lib, Chromium, Node)
+#   install-deps.sh --test   also what the test suite needs (RTSP server lib, Chromium, Node,
+#                            coturn as a loopback TURN server)
 # Runs apt-get as root (or through sudo). Safe to run again.
 set -euo pipefail
 
@@ -19,13 +20,20 @@ pkgs=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-x
 )
 if [ "$want_test" = 1 ]; then
-  pkgs+=(gstreamer1.0-rtsp libgstrtspserver-1.0-dev chromium iproute2 procps)
+  pkgs+=(gstreamer1.0-rtsp libgstrtspserver-1.0-dev chromium iproute2 procps coturn)
+  # Tests start their own turnserver on 127.0.0.1 (tests/support/turn.rs). Debian enables a
+  # system-wide one on 0.0.0.0:3478 when coturn is installed; keep it off unless it was here.
+  dpkg -s coturn >/dev/null 2>&1 || new_coturn=1
   # Node is only needed to drive Chromium with playwright-core; keep the one the machine has.
   command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 fi
 
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"
+
+if [ "${new_coturn:-0}" = 1 ] && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now coturn.service || true
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust 1.94.1 or newer (https://rustup.rs), then run this again" >&2

@@ -5,4 +5,5 @@ pub mod daemon;
 pub mod gst;
 pub mod kvs;
 pub mod rtsp;
+pub mod turn;
 pub mod viewer;

@@ -335,6 +335,71 @@ pub async fn send_alexa_offer_raw(
         "MessagePayload": message_payload,
     })
     .to_string();
+    let v = signed_post(https_endpoint, path, &body, creds, region).await?;
+    v.get("Answer")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| ClientError::BadResponse(v.to_string()))
+}
+
+/// One `IceServerList` entry of a GetIceServerConfig response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServerEntry {
+    pub uris: Vec<String>,
+    pub username: String,
+    pub password: String,
+    pub ttl: u64,
+}
+
+/// GetIceServerConfig as the C SDK makes it: SigV4-signed POST of
+/// `{"ChannelARN", ["ClientId",] "Service":"TURN"}` to the channel's HTTPS endpoint.
+pub async fn get_ice_server_config_raw(
+    https_endpoint: &str,
+    channel_arn: &str,
+    client_id: Option<&str>,
+    creds: &TestCredentials,
+    region: &str,
+) -> Result<Vec<IceServerEntry>, ClientError> {
+    let path = "/v1/get-ice-server-config";
+    let mut body = json!({"ChannelARN": channel_arn, "Service": "TURN"});
+    if let Some(id) = client_id {
+        body["ClientId"] = json!(id);
+    }
+    let v = signed_post(https_endpoint, path, &body.to_string(), creds, region).await?;
+    let list = v
+        .get("IceServerList")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ClientError::BadResponse(v.to_string()))?;
+    list.iter()
+        .map(|s| {
+            let text = |k: &str| s.get(k).and_then(Value::as_str).map(str::to_owned);
+            let uris = s
+                .get("Uris")
+                .and_then(Value::as_array)
+                .map(|u| u.iter().filter_map(Value::as_str).map(str::to_owned))
+                .map(Iterator::collect);
+            match (uris, text("Username"), text("Password")) {
+                (Some(uris), Some(username), Some(password)) => Ok(IceServerEntry {
+                    uris,
+                    username,
+                    password,
+                    ttl: s.get("Ttl").and_then(Value::as_u64).unwrap_or(0),
+                }),
+                _ => Err(ClientError::BadResponse(s.to_string())),
+            }
+        })
+        .collect()
+}
+
+/// A SigV4-signed JSON POST; a non-200 answer becomes `ClientError::Api`, a 200 whose body is
+/// not a JSON object `ClientError::BadResponse`.
+async fn signed_post(
+    https_endpoint: &str,
+    path: &str,
+    body: &str,
+    creds: &TestCredentials,
+    region: &str,
+) -> Result<Value, ClientError> {
     let url = url::Url::parse(https_endpoint)?;
     let host = crate::sigv4::host_header_value(&url);
     let headers = sign_post(
@@ -350,7 +415,7 @@ pub async fn send_alexa_offer_raw(
         .build()?
         .post(format!("{}{path}", https_endpoint.trim_end_matches('/')))
         .header("content-type", "application/json")
-        .body(body);
+        .body(body.to_owned());
     for (name, value) in headers {
         req = req.header(name, value);
     }
@@ -371,8 +436,8 @@ pub async fn send_alexa_offer_raw(
             message: s("message"),
         });
     }
-    v.get("Answer")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or(ClientError::BadResponse(text))
+    if !v.is_object() {
+        return Err(ClientError::BadResponse(text));
+    }
+    Ok(v)
 }

@@ -74,6 +74,13 @@ pub struct EmulatorConfig {
     /// `host:port` of each TURN server listed by GetIceServerConfig. Loopback by default so a
     /// daemon under test never contacts anything else; point it at a local coturn if wanted.
     pub turn_servers: Vec<String>,
+    /// Shared secret of those TURN servers (coturn `--use-auth-secret
+    /// --static-auth-secret=<secret>`). `None`: GetIceServerConfig hands out random
+    /// credentials no server accepts. `Some`: every entry carries TURN REST API credentials,
+    /// `Username` = `<now + ice_ttl as unix seconds>:<ClientId, else the channel name>` and
+    /// `Password` = base64(HMAC-SHA1(secret, Username)), so a local coturn accepts them until
+    /// they expire (see [`turn_rest_credentials`](crate::turn_rest_credentials)).
+    pub turn_secret: Option<String>,
     /// Whether ICE candidates for an offline recipient are stored like SDPs (UNVERIFIED upstream).
     pub store_candidates: bool,
     /// Verify SigV4 on every request (REST and WebSocket upgrade).
@@ -101,6 +108,7 @@ impl Default for EmulatorConfig {
             superseded: SupersededPolicy::KeepOpenUnrouted,
             alexa_answer_timeout: Duration::from_secs(10),
             turn_servers: vec!["127.0.0.1:3478".into(), "127.0.0.1:3479".into()],
+            turn_secret: None,
             store_candidates: true,
             verify_signatures: true,
             port: 0,

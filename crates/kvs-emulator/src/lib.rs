@@ -34,6 +34,13 @@
 //! [`EmulatorConfig::alexa_answer_timeout`] fails with HTTP 504 `GatewayTimeoutException`
 //! "Endpoint request timed out" (API Gateway integration timeout); an upgrade that fails SigV4
 //! gets 403 `AccessDeniedException` with the AWS message in the body.
+//!
+//! TURN: GetIceServerConfig lists [`EmulatorConfig::turn_servers`] in the service's shape
+//! (`turn:…?transport=udp`, `turns:…?transport=udp`, `turns:…?transport=tcp`, `Ttl`). The
+//! credentials are random unless [`EmulatorConfig::turn_secret`] is set; then they are TURN
+//! REST API credentials ([`turn_rest_credentials`], id = the request's `ClientId`, else the
+//! channel name) that a coturn started with `--use-auth-secret --static-auth-secret=<secret>`
+//! accepts until `Ttl` runs out. The real service's username suffix is opaque; this one is not.
 
 mod client;
 mod config;
@@ -50,11 +57,12 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 
 pub use client::{
-    ClientError, Envelope, SignalingClient, StatusResponse, b64, presigned_connect_url,
-    sdp_payload, send_alexa_offer_raw,
+    ClientError, Envelope, IceServerEntry, SignalingClient, StatusResponse, b64,
+    get_ice_server_config_raw, presigned_connect_url, sdp_payload, send_alexa_offer_raw,
 };
 pub use config::{EmulatorConfig, TestCredentials};
 pub use hub::{ChannelInfo, ChannelStats, SupersededPolicy};
+pub use rest::turn_rest_credentials;
 
 use hub::{Hub, HubConfig};
 use server::{InjectedFailure, Outbound, Shared};
@@ -420,6 +428,27 @@ impl Emulator {
     pub async fn connect_master(&self, name: &str) -> Result<SignalingClient, ClientError> {
         let url = self.presigned_url(name, None)?;
         SignalingClient::connect(&url, None).await
+    }
+
+    /// GetIceServerConfig for `name` as the C SDK calls it (signed, `"Service":"TURN"`, with
+    /// `ClientId` when given). With [`EmulatorConfig::turn_secret`] set, the credentials of
+    /// every entry are accepted by a coturn sharing that secret until they expire.
+    pub async fn get_ice_server_config(
+        &self,
+        name: &str,
+        client_id: Option<&str>,
+    ) -> Result<Vec<IceServerEntry>, ClientError> {
+        let info = self
+            .channel(name)
+            .ok_or_else(|| ClientError::NoSuchChannel(name.to_owned()))?;
+        get_ice_server_config_raw(
+            &self.channel_https_url(),
+            &info.arn,
+            client_id,
+            &self.credentials(),
+            self.region(),
+        )
+        .await
     }
 
     /// SendAlexaOfferToMaster as the skill Lambda does it: wraps `sdp` as

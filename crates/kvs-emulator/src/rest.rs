@@ -286,24 +286,67 @@ fn ice_config(shared: &Shared, body: &Value) -> ApiResult {
     });
     let ttl = shared.cfg.ice_ttl.as_secs();
     let expiry = wall_ms(shared) / 1000 + ttl;
+    // The id part of a TURN REST username: who asked (ClientId was validated above, so it has
+    // no ':'), else the channel. Kept short enough that the whole username stays within the
+    // C SDK's 256-character limit.
+    let rest_id = str_field(body, "ClientId").unwrap_or(&info.name);
+    let rest_id: String = rest_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        .take(MAX_TURN_REST_ID)
+        .collect();
+    let rest_id = if rest_id.is_empty() {
+        "emulator".to_owned()
+    } else {
+        rest_id
+    };
     let servers: Vec<Value> = shared
         .cfg
         .turn_servers
         .iter()
         .map(|host| {
+            let (username, password) = match &shared.cfg.turn_secret {
+                Some(secret) => turn_rest_credentials(secret, expiry, &rest_id),
+                None => (format!("{expiry}:{}", random_token(40)), random_token(44)),
+            };
+            // The service's shape: TURN over UDP (the only one webrtc-rs gathers from), then
+            // TURN over DTLS and over TLS on the same host.
             json!({
                 "Uris": [
                     format!("turn:{host}?transport=udp"),
                     format!("turns:{host}?transport=udp"),
                     format!("turns:{host}?transport=tcp"),
                 ],
-                "Username": format!("{expiry}:{}", random_token(40)),
-                "Password": random_token(44),
+                "Username": username,
+                "Password": password,
                 "Ttl": ttl,
             })
         })
         .collect();
     Ok(json!({"IceServerList": servers}))
+}
+
+/// Longest id put after `<expiry>:` in a TURN REST username (the C SDK keeps usernames up to
+/// 256 characters).
+const MAX_TURN_REST_ID: usize = 200;
+
+/// TURN REST API credentials (draft-uberti-behave-turn-rest, coturn `use-auth-secret`) valid
+/// until `expiry_unix` seconds: `("<expiry_unix>:<id>", base64(HMAC-SHA1(secret, username)))`.
+/// `id` must not contain `':'` (coturn takes the expiry from before the first one).
+pub fn turn_rest_credentials(secret: &str, expiry_unix: u64, id: &str) -> (String, String) {
+    use base64::Engine;
+    use hmac::{Hmac, KeyInit, Mac};
+
+    let username = format!("{expiry_unix}:{id}");
+    // HMAC accepts keys of any length; the error arm cannot happen.
+    let password = match <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(username.as_bytes());
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    };
+    (username, password)
 }
 
 /// Removes the waiter when the HTTP call ends for any reason (answer, timeout, client gone).
@@ -380,5 +423,38 @@ async fn alexa_offer(shared: &Shared, body: &Value) -> ApiResult {
             "GatewayTimeoutException",
             "Endpoint request timed out",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::turn_rest_credentials;
+
+    // Vectors computed independently with Python:
+    // base64.b64encode(hmac.new(secret, username, hashlib.sha1).digest())
+    #[test]
+    fn turn_rest_credentials_match_known_vectors() {
+        assert_eq!(
+            turn_rest_credentials("camgate-turn-secret", 1_700_000_300, "ProducerMaster"),
+            (
+                "1700000300:ProducerMaster".to_owned(),
+                "kSKuaOEp7RJnt2ecQc/R/fPU9JE=".to_owned()
+            )
+        );
+        assert_eq!(
+            turn_rest_credentials("north", 1_234_567_890, "front-door").1,
+            "ZzrwEC7wksh6gAmo4VduuOikZwI="
+        );
+    }
+
+    #[test]
+    fn turn_rest_password_depends_on_secret_and_username() {
+        let (_, a) = turn_rest_credentials("s1", 100, "id");
+        let (_, b) = turn_rest_credentials("s2", 100, "id");
+        let (_, c) = turn_rest_credentials("s1", 101, "id");
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        // 20-byte digest -> 28 base64 characters.
+        assert_eq!(a.len(), 28);
     }
 }

@@ -366,3 +366,65 @@ async fn sdk_send_alexa_offer_to_master_returns_the_masters_answer() {
         Some(kvs_emulator::sdp_payload("answer", "v=0\r\nmaster-answer\r\n").as_str())
     );
 }
+
+#[tokio::test]
+async fn ice_config_with_a_turn_secret_hands_out_turn_rest_credentials() {
+    let emu = Emulator::start(EmulatorConfig {
+        turn_secret: Some("coturn-shared-secret".into()),
+        turn_servers: vec!["127.0.0.1:3478".into()],
+        ice_ttl: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let channel = emu.create_channel("turn-cam").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let check = |username: &str, password: &str, id: &str| {
+        let (expiry, rest) = username.split_once(':').unwrap();
+        assert_eq!(rest, id, "{username}");
+        let expiry: u64 = expiry.parse().unwrap();
+        assert!(expiry.abs_diff(now + 120) < 30, "{username}");
+        assert_eq!(
+            (username.to_owned(), password.to_owned()),
+            kvs_emulator::turn_rest_credentials("coturn-shared-secret", expiry, id)
+        );
+    };
+
+    // The real SDK, as the daemon calls it (ClientId given): the id is the ClientId.
+    let signaling = signaling_client(&emu, &emu.channel_https_url(), &emu.credentials());
+    let ice = signaling
+        .get_ice_server_config()
+        .channel_arn(&channel.arn)
+        .client_id("ProducerMaster")
+        .service(sig::types::Service::Turn)
+        .send()
+        .await
+        .unwrap();
+    let servers = ice.ice_server_list();
+    assert_eq!(servers.len(), 1);
+    let s = &servers[0];
+    assert_eq!(
+        s.uris(),
+        [
+            "turn:127.0.0.1:3478?transport=udp",
+            "turns:127.0.0.1:3478?transport=udp",
+            "turns:127.0.0.1:3478?transport=tcp"
+        ]
+    );
+    assert_eq!(s.ttl(), Some(120));
+    check(
+        s.username().unwrap(),
+        s.password().unwrap(),
+        "ProducerMaster",
+    );
+
+    // Without ClientId (GStreamer, the JS example): the id is the channel name.
+    let entries = emu.get_ice_server_config("turn-cam", None).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].ttl, 120);
+    assert_eq!(entries[0].uris, s.uris());
+    check(&entries[0].username, &entries[0].password, "turn-cam");
+}
