@@ -699,6 +699,32 @@ impl TestViewer {
         *self.talking.lock().unwrap() = Some(talk(track, ssrc, pt, hz));
     }
 
+    /// Sends `n` audio packets whose payloads are random bytes (valid RTP, garbage codec data),
+    /// as a broken or hostile app would; the viewer must be connected.
+    pub async fn send_garbage_audio(&self, n: usize) {
+        let (track, ssrc) = self.talk_track.clone().expect("viewer built without talk_tone_hz");
+        let pt = self.opts.audio.first().map(|a| a.0).unwrap_or(111);
+        let mut every = tokio::time::interval(Duration::from_millis(5));
+        for i in 0..n {
+            every.tick().await;
+            let len = 1 + (rand::random::<u32>() % 300) as usize;
+            let payload: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+            let p = rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    version: 2,
+                    payload_type: pt,
+                    sequence_number: rand::random(),
+                    timestamp: (i as u32).wrapping_mul(rand::random::<u32>() % 5000),
+                    ssrc,
+                    marker: rand::random(),
+                    ..Default::default()
+                },
+                payload: payload.into(),
+            };
+            let _ = track.write_rtp(p).await;
+        }
+    }
+
     pub fn stop_talking(&self) {
         if let Some(p) = self.talking.lock().unwrap().take() {
             let _ = p.set_state(gst::State::Null);
