@@ -170,7 +170,13 @@ pub async fn run(
     let feed = FrameFeed::new(opts.viewer_queue_frames);
     let packetizer_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let packetizer = H264Packetizer::new(PacketizerConfig::default())?;
-    let sink = packetizing_sink(packetizer, feed.clone(), packetizer_errors.clone());
+    let video_profile = crate::session::sdp::ProfileLevelId::default();
+    let sink = packetizing_sink(
+        packetizer,
+        feed.clone(),
+        packetizer_errors.clone(),
+        video_profile.clone(),
+    );
     let capture = Capture::start(opts.capture.clone(), sink)?;
     let capture = Arc::new(Mutex::new(Some(capture)));
 
@@ -192,6 +198,7 @@ pub async fn run(
         feed.clone(),
         keyframes,
         daemon_audio.service.clone(),
+        video_profile,
     );
     let mut rt = Runtime {
         capture: capture.clone(),
@@ -281,14 +288,21 @@ fn packetizing_sink(
     packetizer: H264Packetizer,
     feed: FrameFeed,
     errors: Arc<std::sync::atomic::AtomicU64>,
+    profile: crate::session::sdp::ProfileLevelId,
 ) -> FrameSink {
     let packetizer = Mutex::new(packetizer);
     Arc::new(move |au: AccessUnit| {
         let mut frame = Frame::new();
-        let result = packetizer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .packetize_into(&au.data, au.pts_ns, &mut frame);
+        let result = {
+            let mut p = packetizer.lock().unwrap_or_else(|p| p.into_inner());
+            let r = p.packetize_into(&au.data, au.pts_ns, &mut frame);
+            if au.keyframe
+                && let Some(id) = p.profile_level_id()
+            {
+                profile.set(id);
+            }
+            r
+        };
         match result {
             Ok(()) if !frame.is_empty() => feed.publish(Arc::new(frame)),
             Ok(()) => {}

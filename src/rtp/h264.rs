@@ -113,6 +113,18 @@ impl H264Packetizer {
         self.max_payload
     }
 
+    /// The stream's `profile-level-id` (RFC 6184 §8.1: profile_idc, the constraint flags byte
+    /// and level_idc, the three bytes after the SPS NAL header) from the last SPS seen; None
+    /// before the first one. This is what an SDP answer must declare for the stream we send.
+    pub fn profile_level_id(&self) -> Option<u32> {
+        match self.sps.get(1..4) {
+            Some(&[profile, constraints, level]) => {
+                Some(u32::from(profile) << 16 | u32::from(constraints) << 8 | u32::from(level))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether both an SPS and a PPS have been seen, i.e. IDRs can be made self-contained.
     pub fn has_parameter_sets(&self) -> bool {
         !self.sps.is_empty() && !self.pps.is_empty()

@@ -422,3 +422,17 @@ fn arena_rewinds_to_same_memory_when_no_viewer_holds_the_previous_frame() {
     assert_ne!(f.packet(0).payload.as_ptr(), first);
     assert_eq!(&held[..], &copy[..]);
 }
+
+#[test]
+fn profile_level_id_comes_from_the_last_sps() {
+    let mut p = packetizer();
+    assert_eq!(p.profile_level_id(), None);
+    let pps = nal(0x68, 4);
+    let idr = nal(0x65, 30);
+    let high_4_0 = [0x67, 0x64, 0x00, 0x28, 0xac, 0xd9];
+    packetize(&mut p, &annexb(&[&high_4_0, &pps, &idr]), 0);
+    assert_eq!(p.profile_level_id(), Some(0x64_00_28));
+    let cb_3_1 = [0x67, 0x42, 0xe0, 0x1f, 0x8c];
+    packetize(&mut p, &annexb(&[&cb_3_1, &pps, &idr]), 3000);
+    assert_eq!(p.profile_level_id(), Some(0x42_e0_1f));
+}

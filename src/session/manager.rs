@@ -121,6 +121,8 @@ pub struct SessionManager {
     feed: FrameFeed,
     keyframes: KeyframeRequests,
     audio: AudioService,
+    /// The H.264 profile we really send, for the answer's fmtp.
+    video_profile: sdp::ProfileLevelId,
     inner: Mutex<Inner>,
     me: Weak<SessionManager>,
 }
@@ -148,6 +150,7 @@ impl SessionManager {
         feed: FrameFeed,
         keyframes: KeyframeRequests,
         audio: AudioService,
+        video_profile: sdp::ProfileLevelId,
     ) -> Arc<Self> {
         let ports = PortPool::new(opts.udp_port_range);
         Arc::new_cyclic(|me| SessionManager {
@@ -155,6 +158,7 @@ impl SessionManager {
             feed,
             keyframes,
             audio,
+            video_profile,
             inner: Mutex::new(Inner {
                 sessions: HashMap::new(),
                 reserved: 0,
@@ -183,7 +187,7 @@ impl SessionManager {
     /// Answers an offer: the core of both WHEP and KVS.
     pub async fn offer(&self, req: OfferRequest) -> Result<Answer, SessionError> {
         let started = Instant::now();
-        let prepared = sdp::prepare_offer(&req.sdp)?;
+        let prepared = sdp::prepare_offer_for(&req.sdp, self.video_profile.get())?;
 
         if let Some(viewer) = &req.viewer {
             let old: Vec<String> = self
@@ -230,6 +234,7 @@ impl SessionManager {
         let (peer, events) = peer::build(
             &self.opts.network,
             prepared.video_payload_type,
+            &prepared.video_fmtp,
             audio,
             &ice_servers,
             reservation.port,

@@ -30,7 +30,7 @@ use webrtc::peer_connection::{
 
 use super::IceServer;
 use super::interceptor::{KeyframeRequestForwarder, SLOT};
-use super::sdp::{AudioCodec, Direction, H264_FMTP};
+use super::sdp::{AudioCodec, Direction};
 use crate::media::talkback::Talker;
 
 /// Network settings shared by every peer, from `[webrtc]` in the config.
@@ -85,7 +85,7 @@ fn at(stage: &'static str) -> impl FnOnce(webrtc::error::Error) -> PeerError {
 }
 
 /// The codec we send, as the stack wants to see it (fmtp must match the rewritten offer).
-pub fn h264_codec() -> RTCRtpCodec {
+pub fn h264_codec(fmtp: &str) -> RTCRtpCodec {
     let fb = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.into(),
         parameter: parameter.into(),
@@ -94,7 +94,7 @@ pub fn h264_codec() -> RTCRtpCodec {
         mime_type: MIME_TYPE_H264.into(),
         clock_rate: 90_000,
         channels: 0,
-        sdp_fmtp_line: H264_FMTP.into(),
+        sdp_fmtp_line: fmtp.into(),
         rtcp_feedback: vec![
             fb("nack", ""),
             fb("nack", "pli"),
@@ -187,9 +187,11 @@ impl PeerConnectionEventHandler for Handler {
 /// Builds a connection that sends H.264 on `payload_type` with a fresh SSRC.
 ///
 /// `bind_port` is 0 for an ephemeral port, or a port from the configured range.
+#[allow(clippy::too_many_arguments)]
 pub async fn build(
     net: &NetworkOptions,
     payload_type: u8,
+    video_fmtp: &str,
     mut audio: Option<AudioPeerPlan>,
     ice_servers: &[IceServer],
     bind_port: u16,
@@ -199,7 +201,7 @@ pub async fn build(
     media
         .register_codec(
             RTCRtpCodecParameters {
-                rtp_codec: h264_codec(),
+                rtp_codec: h264_codec(video_fmtp),
                 payload_type,
             },
             RtpCodecKind::Video,
@@ -290,7 +292,7 @@ pub async fn build(
                 ssrc: Some(ssrc),
                 ..Default::default()
             },
-            codec: h264_codec(),
+            codec: h264_codec(video_fmtp),
             ..Default::default()
         }],
     )));

@@ -2,17 +2,37 @@
 //!
 //! The `webrtc` crate answers with *every* offered codec that matches what we registered, each
 //! with the offerer's fmtp. That is wrong for a camera: we send exactly one H.264 stream
-//! (constrained baseline, packetization-mode 1), and the answer must say so — Alexa offers
-//! H.264 with no fmtp at all and needs an explicit `packetization-mode=1` back, and browsers
-//! offer half a dozen H.264 variants. So before the offer reaches the stack we pick the one
-//! payload type we will send on, drop the other video payload types from the offer, and give the
-//! chosen one our fmtp. The answer then carries exactly that payload type and fmtp.
+//! (constrained baseline, packetization-mode 1) and one audio stream, and the answer must say
+//! so — Alexa offers H.264 with no fmtp at all and needs an explicit `packetization-mode=1`
+//! back, and browsers offer half a dozen H.264 variants. So before the offer reaches the stack
+//! we pick the one video payload type we will send on (and give it our fmtp) and the one audio
+//! codec (Opus, else PCMU, else PCMA), drop the other payload types from those sections, and add
+//! the `a=rtpmap` lines that static payload types may lack (older Alexa offers list `0 8`
+//! without them, and the stack refuses such offers). The answer then carries exactly those
+//! payload types, in the offer's sections and mids.
+//!
+//! After the stack answers, [`finish_answer`] shapes it for strict viewers (Alexa's checklist:
+//! candidates and the fingerprint in every section, no trickle option in a complete answer,
+//! CRLF), and [`fit_answer`] keeps it under a size limit (KVS's 10 000 characters).
 
 use std::fmt::Write as _;
 
-/// The fmtp we answer with and send: constrained baseline, level 3.1, single NAL + FU-A.
+/// The fmtp we answer with before the stream's first SPS is known: constrained baseline,
+/// level 3.1 (what our encoders are configured for), single NAL + FU-A.
 pub const H264_FMTP: &str =
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+/// The fmtp for the stream we really send: its `profile-level-id` (from the packetizer's last
+/// SPS; a passed-through camera may send Main or High) or, before the first SPS, [`H264_FMTP`].
+pub fn h264_fmtp(profile_level_id: Option<u32>) -> String {
+    match profile_level_id {
+        Some(id) => format!(
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={:06x}",
+            id & 0xff_ff_ff
+        ),
+        None => H264_FMTP.to_owned(),
+    }
+}
 
 /// Offers larger than this are refused before parsing (Chrome's full offer is ~8 KB).
 pub const MAX_OFFER_BYTES: usize = 64 * 1024;
@@ -34,6 +54,25 @@ pub enum SdpError {
         "offer has no usable H.264 payload type (need H264/90000 with packetization-mode=1); offered video codecs: {0}"
     )]
     NoH264(String),
+}
+
+/// The `profile-level-id` of the H.264 stream being sent, shared between the packetizer
+/// (which sees every SPS) and the session layer (which declares it in answers). 0 = unknown.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileLevelId(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl ProfileLevelId {
+    pub fn set(&self, id: u32) {
+        self.0
+            .store(id & 0xff_ff_ff, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Option<u32> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            id => Some(id),
+        }
+    }
 }
 
 /// An audio codec we can send and receive. One type for the whole daemon: capture, fan-out,
@@ -132,6 +171,8 @@ pub struct PreparedOffer {
     pub sdp: String,
     /// The payload type every video packet to this viewer carries.
     pub video_payload_type: u8,
+    /// The fmtp of that payload type, in the rewritten offer and in the answer.
+    pub video_fmtp: String,
     /// The offer has `a=ice-options:trickle` (session or media level): we may answer before
     /// gathering ends and send candidates afterwards. Alexa's offers do not.
     pub trickle: bool,
@@ -166,8 +207,14 @@ const STATIC_AUDIO: &[(u8, &str)] = &[
     (18, "G729/8000"),
 ];
 
-/// Checks an offer, chooses the payload types, and rewrites the offer (see module doc).
+/// [`prepare_offer_for`] before the stream's profile is known.
 pub fn prepare_offer(offer: &str) -> Result<PreparedOffer, SdpError> {
+    prepare_offer_for(offer, None)
+}
+
+/// Checks an offer, chooses the payload types, and rewrites the offer (see module doc).
+/// `sending` is the `profile-level-id` of the H.264 stream we send, when known.
+pub fn prepare_offer_for(offer: &str, sending: Option<u32>) -> Result<PreparedOffer, SdpError> {
     if offer.trim().is_empty() {
         return Err(SdpError::Empty);
     }
@@ -185,7 +232,8 @@ pub fn prepare_offer(offer: &str) -> Result<PreparedOffer, SdpError> {
         .ok_or(SdpError::NoVideo)?;
 
     let body = &lines[video.start + 1..video.end];
-    let chosen = choose_h264(video, body)?;
+    let chosen = choose_h264(video, body, sending.map(|id| (id >> 16) as u8))?;
+    let video_fmtp = h264_fmtp(sending);
 
     let session_end = sections.first().map_or(lines.len(), |s| s.start);
     let trickle = lines[..session_end]
@@ -204,10 +252,11 @@ pub fn prepare_offer(offer: &str) -> Result<PreparedOffer, SdpError> {
         _ => None,
     };
 
-    let sdp = rewrite(&lines, video, chosen.pt, audio_section, audio_pt);
+    let sdp = rewrite(&lines, video, chosen.pt, &video_fmtp, audio_section, audio_pt);
     Ok(PreparedOffer {
         sdp,
         video_payload_type: chosen.pt,
+        video_fmtp,
         trickle,
         video_mid,
         audio,
@@ -306,8 +355,14 @@ fn split_sections(lines: &[&str]) -> Vec<Section> {
 /// Preference: packetization-mode=1 with constrained baseline (42e0), then baseline (4200),
 /// then any other profile (a constrained-baseline stream is decodable by every Main/High
 /// decoder), then an H.264 entry without fmtp (Alexa). packetization-mode=0 is refused: our
-/// packetizer emits FU-A and STAP-A. Ties go to the offerer's order, which is its preference.
-fn choose_h264(video: &Section, body: &[&str]) -> Result<H264Candidate, SdpError> {
+/// packetizer emits FU-A and STAP-A. Above all that, an entry whose profile is the one we
+/// send (`profile_idc`, when known: a passed-through camera may send High) wins, so the answer
+/// declares what really arrives. Ties go to the offerer's order, which is its preference.
+fn choose_h264(
+    video: &Section,
+    body: &[&str],
+    profile_idc: Option<u8>,
+) -> Result<H264Candidate, SdpError> {
     let mut offered = Vec::new();
     let mut h264 = Vec::new();
     for line in body {
@@ -329,7 +384,7 @@ fn choose_h264(video: &Section, body: &[&str]) -> Result<H264Candidate, SdpError
         }
     }
     h264.iter()
-        .filter_map(|c| score(c).map(|s| (s, c)))
+        .filter_map(|c| score(c, profile_idc).map(|s| (s, c)))
         // max_by_key keeps the last of equals; reverse so the first offered wins a tie.
         .rev()
         .max_by_key(|(s, _)| *s)
@@ -354,7 +409,7 @@ fn fmtp_of(body: &[&str], pt: u8) -> Option<String> {
 }
 
 /// Higher is better; None means we cannot send on this payload type.
-fn score(c: &H264Candidate) -> Option<u8> {
+fn score(c: &H264Candidate, ours: Option<u8>) -> Option<u8> {
     let Some(fmtp) = &c.fmtp else { return Some(1) };
     let param = |key: &str| {
         fmtp.split(';').find_map(|kv| {
@@ -370,20 +425,26 @@ fn score(c: &H264Candidate) -> Option<u8> {
     let profile = param("profile-level-id")
         .filter(|p| p.len() == 6)
         .and_then(|p| p.get(..4).map(str::to_ascii_lowercase));
-    Some(match profile.as_deref() {
+    let same_profile = match (ours, profile.as_deref().and_then(|p| p.get(..2))) {
+        (Some(ours), Some(theirs)) => u8::from_str_radix(theirs, 16).ok() == Some(ours),
+        _ => false,
+    };
+    let base = match profile.as_deref() {
         Some("42e0") => 5,
         Some("4200") => 4,
         _ => 3,
-    })
+    };
+    Some(if same_profile { base + 10 } else { base })
 }
 
-/// Rebuilds the offer: only `video_pt` left in the video section, carrying [`H264_FMTP`];
+/// Rebuilds the offer: only `video_pt` left in the video section, carrying `video_fmtp`;
 /// only `audio_pt` (when one was chosen) left in the audio section; and in the audio section,
 /// `a=rtpmap` lines for static payload types that had none.
 fn rewrite(
     lines: &[&str],
     video: &Section,
     video_pt: u8,
+    video_fmtp: &str,
     audio: Option<&Section>,
     audio_pt: Option<u8>,
 ) -> String {
@@ -409,7 +470,7 @@ fn rewrite(
             out.push_str(line);
             out.push_str("\r\n");
             if line.starts_with("a=rtpmap:") {
-                let _ = write!(out, "a=fmtp:{video_pt} {H264_FMTP}\r\n");
+                let _ = write!(out, "a=fmtp:{video_pt} {video_fmtp}\r\n");
             }
             continue;
         }
@@ -772,6 +833,24 @@ a=rtcp-fb:99 nack pli\r\na=rtcp-fb:99 ccm fir\r\n";
         assert_eq!(answer_direction(Inactive, true, true), Inactive);
         assert_eq!(Direction::of(&["a=mid:0"]), SendRecv);
         assert_eq!(Direction::of(&["a=recvonly"]), RecvOnly);
+    }
+
+    #[test]
+    fn a_passed_through_high_profile_stream_is_declared_as_such() {
+        let offer = CHROME_LIKE.replace(
+            "a=rtpmap:127 H264/90000\r\n",
+            "a=rtpmap:125 H264/90000\r\na=fmtp:125 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640c1f\r\na=rtpmap:127 H264/90000\r\n",
+        ).replace("96 97 102 103 127", "96 97 102 103 125 127");
+        let p = prepare_offer_for(&offer, Some(0x64_00_28)).unwrap();
+        assert_eq!(p.video_payload_type, 125, "the High entry matches what we send");
+        assert!(p.sdp.contains("a=fmtp:125 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640028\r\n"), "{}", p.sdp);
+        // Constrained baseline streams keep preferring the 42e0 entry.
+        let p = prepare_offer_for(&offer, Some(0x42_e0_1e)).unwrap();
+        assert_eq!(p.video_payload_type, 127);
+        assert!(p.video_fmtp.ends_with("profile-level-id=42e01e"));
+        // Alexa (no fmtp) gets the real profile too.
+        let p = prepare_offer_for(ALEXA_LIKE, Some(0x4d_40_1f)).unwrap();
+        assert!(p.sdp.contains("a=fmtp:99 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d401f\r\n"));
     }
 
     #[test]

@@ -197,7 +197,33 @@ pub struct Decoded {
     pub keyframes: u64,
     /// NAL unit types carried by the first RTP packet (inside a STAP-A: its aggregated NALs).
     pub first_packet_nals: Vec<u8>,
+    /// profile_idc, constraint flags and level_idc of the last SPS received (the
+    /// `profile-level-id` the stream really has).
+    pub sps_profile_level_id: Option<u32>,
     pub errors: Vec<String>,
+}
+
+/// The profile-level-id of an SPS carried in an H.264 RTP payload (single NAL or STAP-A).
+pub fn payload_sps_profile(payload: &[u8]) -> Option<u32> {
+    let sps = match payload.first()? & 0x1f {
+        7 => payload,
+        24 => {
+            let mut i = 1;
+            let mut found = None;
+            while i + 2 < payload.len() {
+                let len = usize::from(payload[i]) << 8 | usize::from(payload[i + 1]);
+                let nal = payload.get(i + 2..i + 2 + len)?;
+                if nal.first().is_some_and(|h| h & 0x1f == 7) {
+                    found = Some(nal);
+                }
+                i += 2 + len;
+            }
+            found?
+        }
+        _ => return None,
+    };
+    let b = sps.get(1..4)?;
+    Some(u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]))
 }
 
 /// The NAL types an H.264 RTP payload carries (RFC 6184: single NAL, STAP-A 24, FU-A 28).
@@ -285,6 +311,9 @@ async fn receive(
                     let nals = payload_nal_types(&packet.payload);
                     if nals.contains(&7) {
                         d.keyframes += 1;
+                        if let Some(id) = payload_sps_profile(&packet.payload) {
+                            d.sps_profile_level_id = Some(id);
+                        }
                     }
                     if d.rtp_packets == 0 {
                         d.first_packet_nals = nals;
