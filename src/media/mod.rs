@@ -18,6 +18,7 @@ pub mod options;
 pub mod pipeline;
 pub mod probe;
 pub mod supervisor;
+pub mod talkback;
 
 pub use capture::{Capture, CaptureState, CaptureStatus};
 pub use encoder::{EncoderChoice, EncoderKind, select_encoder};
