@@ -68,7 +68,10 @@ async fn main() {
         }
     }
     println!("READY {} viewers", viewers.len());
-    let start: Vec<_> = viewers.iter().map(|(v, _)| (v.decoded(), v.heard())).collect();
+    let start: Vec<_> = viewers
+        .iter()
+        .map(|(v, _)| (v.decoded(), v.heard()))
+        .collect();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     for (i, ((v, _), (s, a))) in viewers.iter().zip(&start).enumerate() {
         let e = v.decoded();

@@ -359,7 +359,12 @@ async fn every_alexa_offer_variant_is_answered_by_the_checklist_and_plays() {
 }
 
 /// Sends `v`'s offer from `peer` as Alexa would; returns the answer SDP and how long it took.
-async fn send_as_alexa(kvs: &Kvs, peer: &TestViewer, sender: &str, v: Variant) -> (String, Duration) {
+async fn send_as_alexa(
+    kvs: &Kvs,
+    peer: &TestViewer,
+    sender: &str,
+    v: Variant,
+) -> (String, Duration) {
     let offer = alexa_offer(&peer.offer(true).await, v);
     let payload = base64::engine::general_purpose::STANDARD
         .encode(serde_json::json!({"type": "offer", "sdp": offer}).to_string());
@@ -375,7 +380,9 @@ async fn send_as_alexa(kvs: &Kvs, peer: &TestViewer, sender: &str, v: Variant) -
     .await
     .unwrap_or_else(|e| panic!("SendAlexaOfferToMaster: {e}\n{}", kvs.daemon.log()));
     let took = t0.elapsed();
-    let json = base64::engine::general_purpose::STANDARD.decode(&raw).unwrap();
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(&raw)
+        .unwrap();
     let answer = serde_json::from_slice::<serde_json::Value>(&json).unwrap()["sdp"]
         .as_str()
         .unwrap()
@@ -437,8 +444,14 @@ async fn relay_candidates_come_fast_and_a_relay_only_viewer_plays_through_coturn
     .await;
 
     let (med, answer) = ten_offers(&kvs).await;
-    eprintln!("MEASURE alexa offer->answer, coturn reachable: median of 10 = {} ms", med.as_millis());
-    assert!(answer.contains(" typ relay"), "no relay candidate in\n{answer}");
+    eprintln!(
+        "MEASURE alexa offer->answer, coturn reachable: median of 10 = {} ms",
+        med.as_millis()
+    );
+    assert!(
+        answer.contains(" typ relay"),
+        "no relay candidate in\n{answer}"
+    );
     assert!(
         med < Duration::from_millis(1000),
         "answers waited for the 2 s gathering cap although TURN answered: median {med:?}"
@@ -463,13 +476,20 @@ async fn relay_candidates_come_fast_and_a_relay_only_viewer_plays_through_coturn
     assert!(problems.is_empty(), "{problems:?}\n{answer}");
     peer.accept_answer(&answer_for_peer(&answer)).await;
     let got = peer.wait_frames(15, Duration::from_secs(20)).await;
-    assert!(got.frames >= 15, "relay-only viewer decoded {} frames\n{}", got.frames, kvs.daemon.log());
+    assert!(
+        got.frames >= 15,
+        "relay-only viewer decoded {} frames\n{}",
+        got.frames,
+        kvs.daemon.log()
+    );
     let heard = peer.wait_audio(75, Duration::from_secs(10)).await;
     assert_tone(&heard, 440.0, "relay-only viewer");
     let _ = std::fs::remove_file(&wav);
     // The viewer's own allocation and the daemon's for this session: coturn saw both.
     assert!(
-        turn.wait_allocations(before + 2, Duration::from_secs(5)).await >= before + 2,
+        turn.wait_allocations(before + 2, Duration::from_secs(5))
+            .await
+            >= before + 2,
         "coturn allocations {} (before {before})\n{}",
         turn.allocations(),
         turn.log()
@@ -482,7 +502,11 @@ async fn relay_candidates_come_fast_and_a_relay_only_viewer_plays_through_coturn
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unreachable_turn_is_bounded_by_the_gathering_cap() {
     // A loopback UDP port with nothing behind it.
-    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = EmulatorConfig {
         turn_servers: vec![format!("127.0.0.1:{closed}")],
         turn_secret: Some("unused".into()),
@@ -490,7 +514,10 @@ async fn unreachable_turn_is_bounded_by_the_gathering_cap() {
     };
     let kvs = Kvs::start(cfg, &[]).await;
     let (med, answer) = ten_offers(&kvs).await;
-    eprintln!("MEASURE alexa offer->answer, TURN unreachable: median of 10 = {} ms", med.as_millis());
+    eprintln!(
+        "MEASURE alexa offer->answer, TURN unreachable: median of 10 = {} ms",
+        med.as_millis()
+    );
     assert!(answer.contains(" typ host"), "{answer}");
     assert!(!answer.contains(" typ relay"), "{answer}");
     assert!(med < Duration::from_secs(3), "median {med:?}");

@@ -47,9 +47,16 @@ fn audio_section(answer: &str) -> &str {
 }
 
 fn assert_tone(heard: &Heard, hz: f64, what: &str) {
-    assert!(heard.rms() > 500.0, "{what}: silence (rms {:.0}) {heard:?}", heard.rms());
+    assert!(
+        heard.rms() > 500.0,
+        "{what}: silence (rms {:.0}) {heard:?}",
+        heard.rms()
+    );
     let got = heard.dominant_hz(0.5);
-    assert!((got - hz).abs() < 15.0, "{what}: heard {got:.0} Hz, expected {hz}");
+    assert!(
+        (got - hz).abs() < 15.0,
+        "{what}: heard {got:.0} Hz, expected {hz}"
+    );
 }
 
 /// Waits (bounded) until `/stats` satisfies `f`; returns the last stats either way.
@@ -72,7 +79,10 @@ async fn wait_stats(
 /// The samples of a 16-bit PCM WAV file and its rate.
 fn read_wav(path: &Path) -> (Vec<i16>, u32) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(bytes.len() > 44 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WAVE", "not a WAV");
+    assert!(
+        bytes.len() > 44 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WAVE",
+        "not a WAV"
+    );
     let mut i = 12;
     let mut rate = 0;
     while i + 8 <= bytes.len() {
@@ -104,7 +114,10 @@ async fn opus_and_g711_viewers_hear_the_tone_and_g711_runs_only_while_needed() {
     let audio = audio_section(&answer);
     assert!(audio.starts_with("m=audio 9 "), "audio accepted:\n{answer}");
     assert!(audio.contains("a=rtpmap:111 opus/48000/2"), "{audio}");
-    assert!(audio.contains("a=sendonly"), "audio, no talkback: sendonly\n{audio}");
+    assert!(
+        audio.contains("a=sendonly"),
+        "audio, no talkback: sendonly\n{audio}"
+    );
     let heard = opus.wait_audio(100, Duration::from_secs(10)).await;
     assert_eq!(heard.payload_type, Some(111));
     assert_tone(&heard, 440.0, "Opus viewer");
@@ -122,7 +135,10 @@ async fn opus_and_g711_viewers_hear_the_tone_and_g711_runs_only_while_needed() {
         },
     )
     .await;
-    assert!(audio_section(&answer).contains("a=rtpmap:8 PCMA/8000"), "{answer}");
+    assert!(
+        audio_section(&answer).contains("a=rtpmap:8 PCMA/8000"),
+        "{answer}"
+    );
     let heard = pcma.wait_audio(100, Duration::from_secs(10)).await;
     assert_eq!(heard.codec, Some("PCMA"));
     assert_tone(&heard, 440.0, "PCMA viewer");
@@ -134,10 +150,18 @@ async fn opus_and_g711_viewers_hear_the_tone_and_g711_runs_only_while_needed() {
         s["audio"]["g711_viewers"]["pcma"] == 0
     })
     .await;
-    assert_eq!(s["audio"]["g711_viewers"]["pcma"], 0, "G.711 encoder still wanted: {s}");
+    assert_eq!(
+        s["audio"]["g711_viewers"]["pcma"], 0,
+        "G.711 encoder still wanted: {s}"
+    );
     // The Opus viewer never stopped hearing.
     let before = opus.heard().rtp_packets;
-    assert!(opus.wait_audio(before + 50, Duration::from_secs(5)).await.rtp_packets >= before + 50);
+    assert!(
+        opus.wait_audio(before + 50, Duration::from_secs(5))
+            .await
+            .rtp_packets
+            >= before + 50
+    );
 }
 
 /// A viewer talks (a 1 kHz tone, Opus over its own audio track): the daemon plays it into its
@@ -168,11 +192,17 @@ async fn talkback_plays_the_viewers_tone_and_releases_the_sink() {
     assert!(v.wait_connected(Duration::from_secs(10)).await);
     v.start_talking();
     let s = wait_stats(&d, Duration::from_secs(10), |s| {
-        s["audio"]["talkback"]["packets_played"].as_u64().unwrap_or(0) >= 100
+        s["audio"]["talkback"]["packets_played"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 100
     })
     .await;
     assert!(
-        s["audio"]["talkback"]["packets_played"].as_u64().unwrap_or(0) >= 100,
+        s["audio"]["talkback"]["packets_played"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 100,
         "talkback played too little: {s}\n{}",
         d.log()
     );
@@ -182,13 +212,23 @@ async fn talkback_plays_the_viewers_tone_and_releases_the_sink() {
         s["audio"]["talkback"]["state"] == "idle"
     })
     .await;
-    assert_eq!(s["audio"]["talkback"]["state"], "idle", "sink not released: {s}");
+    assert_eq!(
+        s["audio"]["talkback"]["state"], "idle",
+        "sink not released: {s}"
+    );
     let (samples, rate) = read_wav(&wav);
-    assert!(samples.len() as u32 > rate, "less than a second of talkback in {}", wav.display());
+    assert!(
+        samples.len() as u32 > rate,
+        "less than a second of talkback in {}",
+        wav.display()
+    );
     let tail = &samples[samples.len() - rate as usize / 2..];
     assert!(rms(tail) > 500.0, "talkback is silence");
     let hz = dominant_hz(tail, rate);
-    assert!((hz - 1000.0).abs() < 15.0, "talkback played {hz:.0} Hz, not the viewer's 1000 Hz");
+    assert!(
+        (hz - 1000.0).abs() < 15.0,
+        "talkback played {hz:.0} Hz, not the viewer's 1000 Hz"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -206,7 +246,13 @@ async fn bad_audio_input_leaves_everyone_else_playing() {
     );
     d.wait_healthy(Duration::from_secs(15)).await;
     let (watcher, _) = join(&d, ViewerOptions::browser()).await;
-    assert!(watcher.wait_audio(50, Duration::from_secs(10)).await.rtp_packets >= 50);
+    assert!(
+        watcher
+            .wait_audio(50, Duration::from_secs(10))
+            .await
+            .rtp_packets
+            >= 50
+    );
 
     // An audio-only offer: a clear refusal.
     let audio_only = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
@@ -230,7 +276,10 @@ a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:3
     assert_eq!(status, 201, "{answer}");
     assert!(audio_section(&answer).starts_with("m=audio 0 "), "{answer}");
     let video = &answer[answer.find("m=video").unwrap()..];
-    assert!(video.contains("a=candidate:") && video.contains("a=ice-ufrag:"), "{answer}");
+    assert!(
+        video.contains("a=candidate:") && video.contains("a=ice-ufrag:"),
+        "{answer}"
+    );
     g722.accept_answer(&answer).await;
     assert!(g722.wait_frames(15, Duration::from_secs(15)).await.frames >= 15);
     g722.close().await;
@@ -248,15 +297,37 @@ a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:3
     let frames = watcher.decoded().frames;
     let packets = watcher.heard().rtp_packets;
     noisy.send_garbage_audio(300).await;
-    assert!(watcher.wait_frames(frames + 30, Duration::from_secs(10)).await.frames >= frames + 30);
-    assert!(watcher.wait_audio(packets + 50, Duration::from_secs(10)).await.rtp_packets >= packets + 50);
+    assert!(
+        watcher
+            .wait_frames(frames + 30, Duration::from_secs(10))
+            .await
+            .frames
+            >= frames + 30
+    );
+    assert!(
+        watcher
+            .wait_audio(packets + 50, Duration::from_secs(10))
+            .await
+            .rtp_packets
+            >= packets + 50
+    );
     // The talkback player is still usable: the same viewer now sends a real tone.
     noisy.start_talking();
     let s = wait_stats(&d, Duration::from_secs(10), |s| {
-        s["audio"]["talkback"]["packets_played"].as_u64().unwrap_or(0) >= 50
+        s["audio"]["talkback"]["packets_played"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 50
     })
     .await;
-    assert!(s["audio"]["talkback"]["packets_played"].as_u64().unwrap_or(0) >= 50, "{s}\n{}", d.log());
+    assert!(
+        s["audio"]["talkback"]["packets_played"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 50,
+        "{s}\n{}",
+        d.log()
+    );
     noisy.close().await;
     assert!(d.stats().await["health"]["ok"].as_bool().unwrap_or(false));
     let _ = std::fs::remove_dir_all(&dir);
@@ -288,5 +359,9 @@ async fn a_missing_sound_card_turns_talkback_off_and_audio_still_plays() {
     )
     .await;
     assert!(audio_section(&answer).contains("a=sendonly"), "{answer}");
-    assert_tone(&v.wait_audio(100, Duration::from_secs(10)).await, 440.0, "viewer");
+    assert_tone(
+        &v.wait_audio(100, Duration::from_secs(10)).await,
+        440.0,
+        "viewer",
+    );
 }

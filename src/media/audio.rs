@@ -37,12 +37,7 @@ impl Default for AudioOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AudioCodec {
-    Opus,
-    Pcmu,
-    Pcma,
-}
+pub use crate::media::codec::AudioCodec;
 
 pub struct AudioPacket {
     pub codec: AudioCodec,

@@ -575,7 +575,7 @@ fn element_error(err: &gst::message::Error) -> MediaError {
 
 /// GStreamer's debug text starts with a source-file location line; the operator-relevant
 /// part ("Failed to connect", "Not found") follows it.
-fn useful_debug(debug: &str) -> Option<String> {
+pub(crate) fn useful_debug(debug: &str) -> Option<String> {
     let mut lines = debug.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next()?;
     let rest: Vec<&str> = lines.collect();

@@ -48,6 +48,10 @@ pub enum MediaError {
     Stalled(std::time::Duration),
     #[error("could not start the capture thread: {0}")]
     Thread(String),
+    /// A sound output (talkback) that cannot be opened or stopped working; `output` is the
+    /// sink as configured (`alsa:hw:1`, `pulse:…`, `default`, `file:…`).
+    #[error("sound output {output} cannot be used: {reason}")]
+    AudioOutput { output: String, reason: String },
 }
 
 impl MediaError {

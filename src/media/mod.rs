@@ -13,6 +13,7 @@
 
 pub mod audio;
 pub mod capture;
+pub mod codec;
 pub mod encoder;
 pub mod error;
 pub mod options;

@@ -252,7 +252,14 @@ pub fn prepare_offer_for(offer: &str, sending: Option<u32>) -> Result<PreparedOf
         _ => None,
     };
 
-    let sdp = rewrite(&lines, video, chosen.pt, &video_fmtp, audio_section, audio_pt);
+    let sdp = rewrite(
+        &lines,
+        video,
+        chosen.pt,
+        &video_fmtp,
+        audio_section,
+        audio_pt,
+    );
     Ok(PreparedOffer {
         sdp,
         video_payload_type: chosen.pt,
@@ -842,7 +849,10 @@ a=rtcp-fb:99 nack pli\r\na=rtcp-fb:99 ccm fir\r\n";
             "a=rtpmap:125 H264/90000\r\na=fmtp:125 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640c1f\r\na=rtpmap:127 H264/90000\r\n",
         ).replace("96 97 102 103 127", "96 97 102 103 125 127");
         let p = prepare_offer_for(&offer, Some(0x64_00_28)).unwrap();
-        assert_eq!(p.video_payload_type, 125, "the High entry matches what we send");
+        assert_eq!(
+            p.video_payload_type, 125,
+            "the High entry matches what we send"
+        );
         assert!(p.sdp.contains("a=fmtp:125 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640028\r\n"), "{}", p.sdp);
         // Constrained baseline streams keep preferring the 42e0 entry.
         let p = prepare_offer_for(&offer, Some(0x42_e0_1e)).unwrap();
@@ -850,7 +860,9 @@ a=rtcp-fb:99 nack pli\r\na=rtcp-fb:99 ccm fir\r\n";
         assert!(p.video_fmtp.ends_with("profile-level-id=42e01e"));
         // Alexa (no fmtp) gets the real profile too.
         let p = prepare_offer_for(ALEXA_LIKE, Some(0x4d_40_1f)).unwrap();
-        assert!(p.sdp.contains("a=fmtp:99 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d401f\r\n"));
+        assert!(p.sdp.contains(
+            "a=fmtp:99 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d401f\r\n"
+        ));
     }
 
     #[test]

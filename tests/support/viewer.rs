@@ -731,7 +731,10 @@ impl TestViewer {
     /// Sends `n` audio packets whose payloads are random bytes (valid RTP, garbage codec data),
     /// as a broken or hostile app would; the viewer must be connected.
     pub async fn send_garbage_audio(&self, n: usize) {
-        let (track, ssrc) = self.talk_track.clone().expect("viewer built without talk_tone_hz");
+        let (track, ssrc) = self
+            .talk_track
+            .clone()
+            .expect("viewer built without talk_tone_hz");
         let pt = self.opts.audio.first().map(|a| a.0).unwrap_or(111);
         let mut every = tokio::time::interval(Duration::from_millis(5));
         for i in 0..n {

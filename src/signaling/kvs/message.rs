@@ -642,7 +642,8 @@ mod tests {
         assert!(answer_payload_chars(&format!("{sdp}a\r\n")) > MAX_PAYLOAD_CHARS);
         assert_eq!(
             answer_payload_chars(SDP),
-            B64.encode(serde_json::json!({"type":"answer","sdp":SDP}).to_string()).len()
+            B64.encode(serde_json::json!({"type":"answer","sdp":SDP}).to_string())
+                .len()
         );
     }
 
