@@ -81,9 +81,14 @@ impl DaemonAudio {
         }
     }
 
+    /// Stops the capture and the talkback player (blocking: pipelines wind down; call it
+    /// from a blocking context).
     pub fn stop(&self) {
         if let Some(c) = lock(&self.capture).take() {
             c.stop();
+        }
+        if let Some(t) = &self.talkback {
+            t.clone().stop();
         }
     }
 
