@@ -48,6 +48,10 @@ pub enum MediaError {
     Stalled(std::time::Duration),
     #[error("could not start the capture thread: {0}")]
     Thread(String),
+    #[error("audio device {device}: {reason}")]
+    AudioDevice { device: String, reason: String },
+    #[error("no audio packet for {0:?}; restarting the audio pipeline")]
+    AudioStalled(std::time::Duration),
 }
 
 impl MediaError {

@@ -11,6 +11,7 @@
 //! restart/stall/timestamp rules, [`capture`] runs it all on a thread, [`probe`] reports what
 //! this machine offers.
 
+pub mod audio;
 pub mod capture;
 pub mod encoder;
 pub mod error;
@@ -19,6 +20,10 @@ pub mod pipeline;
 pub mod probe;
 pub mod supervisor;
 
+pub use audio::{
+    AudioCapture, AudioCodec, AudioOptions, AudioPacket, AudioPacketCounts, AudioSink,
+    AudioSourceSpec, AudioState, AudioStatus,
+};
 pub use capture::{Capture, CaptureState, CaptureStatus};
 pub use encoder::{EncoderChoice, EncoderKind, select_encoder};
 pub use error::MediaError;
