@@ -380,6 +380,7 @@ impl Job {
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             .ok_or(MediaError::MissingNamedElement(SINK_NAME))?;
         if let Some(src) = pipeline.by_name(RTSP_SOURCE_NAME) {
+            src.connect("select-stream", false, select_video_only);
             src.connect_pad_added(reject_non_h264);
         }
         appsink.set_callbacks(
@@ -584,6 +585,23 @@ pub(crate) fn useful_debug(debug: &str) -> Option<String> {
     } else {
         rest.join(" ")
     })
+}
+
+/// rtspsrc's `select-stream`: set up only the camera's video streams. A camera that also has
+/// an audio track would otherwise send it on this session too, where nothing consumes it
+/// (the audio capture opens its own session for it).
+fn select_video_only(args: &[gst::glib::Value]) -> Option<gst::glib::Value> {
+    let video = args
+        .get(2)
+        .and_then(|v| v.get::<gst::Caps>().ok())
+        .and_then(|caps| {
+            caps.structure(0)
+                .and_then(|s| s.get::<&str>("media").ok())
+                .map(|m| m == "video")
+        })
+        .unwrap_or(false);
+    // Always a boolean: the signal has a return value, and answering none would abort.
+    Some(video.to_value())
 }
 
 /// rtspsrc exposes one pad per stream once the camera has described them; anything but

@@ -52,6 +52,11 @@ pub enum MediaError {
     /// sink as configured (`alsa:hw:1`, `pulse:…`, `default`, `file:…`).
     #[error("sound output {output} cannot be used: {reason}")]
     AudioOutput { output: String, reason: String },
+    /// A sound input (microphone, camera audio) that cannot be opened or stopped working.
+    #[error("audio device {device}: {reason}")]
+    AudioDevice { device: String, reason: String },
+    #[error("no audio packet for {0:?}; restarting the audio pipeline")]
+    AudioStalled(std::time::Duration),
 }
 
 impl MediaError {

@@ -22,6 +22,10 @@ pub mod probe;
 pub mod supervisor;
 pub mod talkback;
 
+pub use audio::{
+    AudioCapture, AudioCodec, AudioOptions, AudioPacket, AudioPacketCounts, AudioSink,
+    AudioSourceSpec, AudioState, AudioStatus,
+};
 pub use capture::{Capture, CaptureState, CaptureStatus};
 pub use encoder::{EncoderChoice, EncoderKind, select_encoder};
 pub use error::MediaError;

@@ -22,6 +22,18 @@ pub struct RtspServer {
 
 impl RtspServer {
     pub fn start(launch: &str) -> Self {
+        Self::start_with(launch, true)
+    }
+
+    /// Like [`RtspServer::start`], but every client session gets its own media pipeline, as
+    /// with a real camera. Needed when clients set up different streams of one mount (a video
+    /// session and an audio session): gst-rtsp-server answers 503 to a client that sets up a
+    /// stream the shared media's first client left out.
+    pub fn start_unshared(launch: &str) -> Self {
+        Self::start_with(launch, false)
+    }
+
+    fn start_with(launch: &str, shared: bool) -> Self {
         let ctx = gst::glib::MainContext::new();
         let server = rtsp::RTSPServer::new();
         server.set_address("127.0.0.1");
@@ -29,7 +41,7 @@ impl RtspServer {
         let mounts = server.mount_points().unwrap();
         let factory = rtsp::RTSPMediaFactory::new();
         factory.set_launch(launch);
-        factory.set_shared(true);
+        factory.set_shared(shared);
         let valves = Arc::new(Mutex::new(Vec::new()));
         factory.connect_media_configure({
             let valves = valves.clone();
