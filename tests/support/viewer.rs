@@ -435,7 +435,13 @@ fn audio_decoder(
 }
 
 /// Sends an Opus-encoded tone on `track` until the returned pipeline is stopped: talkback.
-fn talk(track: Arc<TrackLocalStaticRTP>, ssrc: u32, pt: u8, hz: u32) -> gst::Pipeline {
+fn talk(
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    pt: u8,
+    hz: u32,
+    seq: Arc<std::sync::atomic::AtomicU16>,
+) -> gst::Pipeline {
     let desc = format!(
         "audiotestsrc is-live=true wave=sine freq={hz} volume=0.5 ! audioconvert ! audioresample \
          ! audio/x-raw,rate=48000,channels=1 ! opusenc frame-size=20 ! rtpopuspay pt={pt} \
@@ -460,6 +466,10 @@ fn talk(track: Arc<TrackLocalStaticRTP>, ssrc: u32, pt: u8, hz: u32) -> gst::Pip
                     if let Ok(mut p) = rtc::rtp::Packet::unmarshal(&mut raw) {
                         p.header.ssrc = ssrc;
                         p.header.payload_type = pt;
+                        // One sequence for everything this viewer sends on the track (SRTP's
+                        // replay window follows it).
+                        p.header.sequence_number =
+                            seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let _ = tx.send(p);
                     }
                 }
@@ -562,6 +572,8 @@ pub struct TestViewer {
     /// The talkback tone, while it plays.
     talking: Mutex<Option<gst::Pipeline>>,
     talk_track: Option<(Arc<TrackLocalStaticRTP>, u32)>,
+    /// Next RTP sequence number on the talk track.
+    talk_seq: Arc<std::sync::atomic::AtomicU16>,
     opts: ViewerOptions,
 }
 
@@ -713,6 +725,7 @@ impl TestViewer {
             heard_rx,
             talking: Mutex::new(None),
             talk_track,
+            talk_seq: Arc::new(std::sync::atomic::AtomicU16::new(rand::random())),
             opts,
         }
     }
@@ -725,11 +738,12 @@ impl TestViewer {
             .expect("viewer built without talk_tone_hz");
         let hz = self.opts.talk_tone_hz.unwrap_or(1000);
         let pt = self.opts.audio.first().map(|a| a.0).unwrap_or(111);
-        *self.talking.lock().unwrap() = Some(talk(track, ssrc, pt, hz));
+        *self.talking.lock().unwrap() = Some(talk(track, ssrc, pt, hz, self.talk_seq.clone()));
     }
 
-    /// Sends `n` audio packets whose payloads are random bytes (valid RTP, garbage codec data),
-    /// as a broken or hostile app would; the viewer must be connected.
+    /// Sends `n` audio packets whose payloads are random bytes and whose timestamps and marker
+    /// bits are random (valid SRTP, garbage RTP content), as a broken or hostile app would; the
+    /// viewer must be connected.
     pub async fn send_garbage_audio(&self, n: usize) {
         let (track, ssrc) = self
             .talk_track
@@ -745,7 +759,9 @@ impl TestViewer {
                 header: rtc::rtp::header::Header {
                     version: 2,
                     payload_type: pt,
-                    sequence_number: rand::random(),
+                    sequence_number: self
+                        .talk_seq
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                     timestamp: (i as u32).wrapping_mul(rand::random::<u32>() % 5000),
                     ssrc,
                     marker: rand::random(),
