@@ -365,3 +365,43 @@ async fn a_missing_sound_card_turns_talkback_off_and_audio_still_plays() {
         "viewer",
     );
 }
+
+/// An RTSP IP camera with AAC (and one with G.711 A-law) audio: viewers hear it as Opus, and
+/// its H.264 is still passed through untouched (no encoder in the daemon).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_rtsp_cameras_aac_or_pcma_is_heard_in_opus_and_its_video_is_passed_through() {
+    gstreamer::init().unwrap();
+    let aac = ["avenc_aac", "voaacenc", "fdkaacenc"]
+        .into_iter()
+        .find(|e| gstreamer::ElementFactory::find(e).is_some())
+        .expect("no AAC encoder installed (gstreamer1.0-libav)");
+    for (name, audio) in [
+        ("AAC", format!("audiotestsrc is-live=true freq=440 volume=0.5 ! audioconvert ! audioresample ! {aac} ! rtpmp4gpay name=pay1 pt=97")),
+        ("PCMA", "audiotestsrc is-live=true freq=440 volume=0.5 ! audioconvert ! audioresample ! audio/x-raw,rate=8000,channels=1 ! alawenc ! rtppcmapay name=pay1 pt=8".to_string()),
+    ] {
+        let camera = support::rtsp::RtspServer::start_unshared(&format!(
+            "( videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! video/x-h264,profile=constrained-baseline \
+             ! rtph264pay name=pay0 pt=96 config-interval=-1 {audio} )"
+        ));
+        let url = camera.url();
+        let d = Daemon::start(
+            &env_with(&[("CAMGATE__SOURCE__KIND", "rtsp"), ("CAMGATE__SOURCE__URL", &url)]),
+            &[],
+        );
+        d.wait_healthy(Duration::from_secs(20)).await;
+        let (v, answer) = join(&d, ViewerOptions::browser()).await;
+        assert!(audio_section(&answer).contains("a=rtpmap:111 opus/48000/2"), "{name}: {answer}");
+        let got = v.wait_frames(20, Duration::from_secs(20)).await;
+        assert!(got.frames >= 20, "{name}: decoded {} frames\n{}", got.frames, d.log());
+        assert_eq!((got.width, got.height), (320, 240), "{name}: the camera's own picture");
+        let heard = v.wait_audio(100, Duration::from_secs(15)).await;
+        assert_eq!(heard.codec, Some("OPUS"), "{name}");
+        assert_tone(&heard, 440.0, &format!("{name} camera"));
+        let s = d.stats().await;
+        assert_eq!(s["health"]["passthrough"], true, "{name}: {s}");
+        assert!(s["health"]["encoder"].is_null(), "{name}: video was re-encoded: {s}");
+        assert_eq!(s["audio"]["capture"]["state"], "running", "{name}: {s}");
+        v.close().await;
+    }
+}

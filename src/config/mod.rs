@@ -416,6 +416,41 @@ mod tests {
     }
 
     #[test]
+    fn audio_keys_are_checked_against_each_other() {
+        let p = problems(
+            "[audio]\nsource = \"camera\"\nbitrate_kbps = 2\ndevice = \"hw:1\"\ntalkback_sink = \"speaker\"\n",
+            &[],
+        );
+        let keys: Vec<&str> = p
+            .iter()
+            .map(|m| m.split([' ', ':']).next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "audio.bitrate_kbps",
+                "audio.device",
+                "audio.source",
+                "audio.talkback_sink"
+            ],
+            "{p:?}"
+        );
+        assert!(p[2].contains("source.kind = \"rtsp\" or \"file\""), "{p:?}");
+        assert!(p[3].contains("alsa:"), "{p:?}");
+        let s = load_from(
+            None,
+            &env(&[
+                ("CAMGATE__AUDIO__SOURCE", "alsa"),
+                ("CAMGATE__AUDIO__DEVICE", "plughw:CARD=Mic"),
+                ("CAMGATE__AUDIO__TALKBACK_SINK", "file:/tmp/talk.wav"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.audio.source, AudioSource::Alsa);
+        assert_eq!(s.audio.device.as_deref(), Some("plughw:CARD=Mic"));
+    }
+
+    #[test]
     fn all_problems_are_reported_at_once() {
         let f = TempFile::new(
             "[source]\nkind = \"v4l\"\nwidth = \"wide\"\nheight = 5\n[webrtc]\nmax_viewers = 0\nstun_urls = [\"turn:x\"]\n",

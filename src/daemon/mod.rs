@@ -60,6 +60,8 @@ pub enum DaemonError {
     Http(std::io::Error),
     #[error("KVS signaling: {0}")]
     Kvs(#[from] signaling::kvs::control::ControlError),
+    #[error("audio setup did not finish: {0}")]
+    Audio(String),
 }
 
 /// What the health endpoint reports, and systemd's status line.
@@ -189,10 +191,13 @@ pub async fn run(
             }
         }),
     );
-    let daemon_audio = Arc::new(audio::DaemonAudio::start(
-        opts.audio.clone(),
-        opts.talkback.clone(),
-    ));
+    // Opening sound devices blocks (ALSA, Pulse, a pipeline's first state change).
+    let (audio_opts, talkback_opts) = (opts.audio.clone(), opts.talkback.clone());
+    let daemon_audio = Arc::new(
+        tokio::task::spawn_blocking(move || audio::DaemonAudio::start(audio_opts, talkback_opts))
+            .await
+            .map_err(|e| DaemonError::Audio(e.to_string()))?,
+    );
     let sessions = SessionManager::new(
         opts.sessions.clone(),
         feed.clone(),
