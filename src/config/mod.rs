@@ -428,14 +428,14 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "audio.bitrate_kbps",
-                "audio.device",
                 "audio.source",
+                "audio.device",
+                "audio.bitrate_kbps",
                 "audio.talkback_sink"
             ],
             "{p:?}"
         );
-        assert!(p[2].contains("source.kind = \"rtsp\" or \"file\""), "{p:?}");
+        assert!(p[0].contains("source.kind = \"rtsp\" or \"file\""), "{p:?}");
         assert!(p[3].contains("alsa:"), "{p:?}");
         let s = load_from(
             None,

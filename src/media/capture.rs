@@ -109,11 +109,7 @@ impl Shared {
     }
 }
 
-/// A poisoned lock only means some thread panicked while holding it; the data (status
-/// fields, an element handle) is still usable, and the capture must keep going.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::media::lock;
 
 /// A capture pipeline with its supervisor. Dropping it stops it, like [`Capture::stop`].
 pub struct Capture {
@@ -269,18 +265,10 @@ impl Capture {
     /// Factory names of every element in the current pipeline (empty between attempts), for
     /// diagnostics and for checking that a passthrough pipeline really has no encoder.
     pub fn pipeline_elements(&self) -> Vec<String> {
-        let Some(pipeline) = lock(&self.shared.current)
+        lock(&self.shared.current)
             .as_ref()
-            .map(|c| c.pipeline.clone())
-        else {
-            return Vec::new();
-        };
-        pipeline
-            .iterate_recurse()
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter_map(|e| e.factory().map(|f| f.name().to_string()))
-            .collect()
+            .map(|c| crate::media::element_names(&c.pipeline))
+            .unwrap_or_default()
     }
 
     /// Sets the pipeline to NULL and waits for the supervisor to finish.
@@ -553,14 +541,7 @@ fn on_sample(shared: &Shared, sink: &gst_app::AppSink) -> Result<gst::FlowSucces
 }
 
 fn launch(plan: &PipelinePlan) -> Result<gst::Pipeline, MediaError> {
-    let build_err = |reason: String| MediaError::Build {
-        description: plan.redacted(),
-        reason,
-    };
-    gst::parse::launch(&plan.description)
-        .map_err(|e| build_err(e.to_string()))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| build_err("description did not produce a pipeline".into()))
+    crate::media::launch(&plan.description, &plan.redacted())
 }
 
 fn element_error(err: &gst::message::Error) -> MediaError {

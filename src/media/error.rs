@@ -81,15 +81,21 @@ impl MediaError {
 pub fn debian_package(element: &str) -> &'static str {
     match element {
         "x264enc" => "gstreamer1.0-plugins-ugly",
-        "openh264enc" | "h264parse" | "vah264enc" | "nvh264enc" | "parsebin" => {
+        "openh264enc" | "h264parse" | "vah264enc" | "nvh264enc" | "audiobuffersplit" => {
             "gstreamer1.0-plugins-bad"
         }
         "vaapih264enc" => "gstreamer1.0-vaapi",
         "nvv4l2h264enc" | "nvvidconv" => "nvidia-l4t-gstreamer (Jetson L4T)",
         "v4l2src" | "v4l2h264enc" | "rtspsrc" | "rtph264depay" | "jpegdec" | "qtdemux"
-        | "matroskademux" => "gstreamer1.0-plugins-good",
+        | "matroskademux" | "pulsesrc" | "pulsesink" | "mulawenc" | "alawenc" | "mulawdec"
+        | "alawdec" | "rtpjitterbuffer" | "rtpopusdepay" | "rtppcmudepay" | "rtppcmadepay"
+        | "wavenc" => "gstreamer1.0-plugins-good",
+        "alsasrc" | "alsasink" => "gstreamer1.0-alsa",
         "clockoverlay" => "gstreamer1.0-x",
         "avdec_h264" => "gstreamer1.0-libav",
+        "tee" | "queue" | "valve" | "fakesink" | "filesrc" | "filesink" => "libgstreamer1.0-0",
+        // opusenc/opusdec, audiotestsrc, audioconvert, audioresample, appsrc/appsink,
+        // decodebin, parsebin, videotestsrc, ...
         _ => "gstreamer1.0-plugins-base",
     }
 }

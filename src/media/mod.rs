@@ -49,3 +49,34 @@ pub struct AccessUnit {
 /// Where access units go. Called on GStreamer's streaming thread, so it must be cheap and
 /// must not block; the same sink survives pipeline restarts so viewers keep their stream.
 pub type FrameSink = std::sync::Arc<dyn Fn(AccessUnit) + Send + Sync>;
+
+/// A poisoned lock only means some thread panicked while holding it; the data (status
+/// fields, an element handle) is still usable, and capture must keep going.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Factory names of every element in `pipeline`, for diagnostics (which decoder decodebin
+/// chose; that a passthrough pipeline has no encoder).
+pub(crate) fn element_names(pipeline: &gstreamer::Pipeline) -> Vec<String> {
+    use gstreamer::prelude::*;
+    pipeline
+        .iterate_recurse()
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.factory().map(|f| f.name().to_string()))
+        .collect()
+}
+
+/// Builds a pipeline from a launch description; errors show `redacted` (no passwords).
+pub(crate) fn launch(description: &str, redacted: &str) -> Result<gstreamer::Pipeline, MediaError> {
+    use gstreamer::prelude::*;
+    let build_err = |reason: String| MediaError::Build {
+        description: redacted.to_owned(),
+        reason,
+    };
+    gstreamer::parse::launch(description)
+        .map_err(|e| build_err(e.to_string()))?
+        .downcast::<gstreamer::Pipeline>()
+        .map_err(|_| build_err("description did not produce a pipeline".into()))
+}

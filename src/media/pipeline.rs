@@ -236,12 +236,12 @@ fn sink_tail(sync: bool, drop: bool) -> String {
     )
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// Quotes a user value for a launch description; control characters are refused outright.
-fn quote(s: &str) -> Result<String, MediaError> {
+pub(crate) fn quote(s: &str) -> Result<String, MediaError> {
     if s.chars().any(char::is_control) {
         return Err(MediaError::InvalidOption(format!(
             "{:?} contains control characters",

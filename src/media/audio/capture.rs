@@ -160,11 +160,7 @@ impl Shared {
     }
 }
 
-/// A poisoned lock only means some thread panicked while holding it; the data (status
-/// fields, an element handle) is still usable, and the capture must keep going.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::media::lock;
 
 /// An audio pipeline with its supervisor. Dropping it stops it, like [`AudioCapture::stop`].
 pub struct AudioCapture {
@@ -284,15 +280,11 @@ impl AudioCapture {
     /// Factory names of every element in the current pipeline (empty between attempts), for
     /// diagnostics: which depayloader and decoder decodebin chose for a camera.
     pub fn pipeline_elements(&self) -> Vec<String> {
-        let Some(pipeline) = lock(&self.shared.control).pipeline.clone() else {
-            return Vec::new();
-        };
-        pipeline
-            .iterate_recurse()
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter_map(|e| e.factory().map(|f| f.name().to_string()))
-            .collect()
+        lock(&self.shared.control)
+            .pipeline
+            .as_ref()
+            .map(crate::media::element_names)
+            .unwrap_or_default()
     }
 
     /// Sets the pipeline to NULL and waits for the supervisor to finish (within one poll
@@ -728,28 +720,10 @@ fn on_sample(
 }
 
 fn launch(plan: &AudioPlan) -> Result<gst::Pipeline, MediaError> {
-    let build_err = |reason: String| MediaError::Build {
-        description: plan.redacted(),
-        reason,
-    };
-    gst::parse::launch(&plan.description)
-        .map_err(|e| build_err(e.to_string()))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| build_err("description did not produce a pipeline".into()))
+    crate::media::launch(&plan.description, &plan.redacted())
 }
 
-/// GStreamer's debug text starts with a source-file location line; the operator-relevant
-/// part ("No such file or directory") follows it.
-fn useful_debug(debug: &str) -> Option<String> {
-    let mut lines = debug.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next()?;
-    let rest: Vec<&str> = lines.collect();
-    Some(if rest.is_empty() {
-        first.to_string()
-    } else {
-        rest.join(" ")
-    })
-}
+use crate::media::capture::useful_debug;
 
 fn describe_source(source: &AudioSourceSpec) -> String {
     match source {

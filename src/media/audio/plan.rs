@@ -273,32 +273,9 @@ pub fn capture_time_ns(running_ns: Option<u64>, base_ns: Option<u64>, now_ns: u6
     }
 }
 
-/// The Debian (bookworm) package that ships an element of the audio pipelines.
-pub fn debian_package(element: &str) -> &'static str {
-    match element {
-        "audiobuffersplit" => "gstreamer1.0-plugins-bad",
-        "alsasrc" => "gstreamer1.0-alsa",
-        "pulsesrc" | "mulawenc" | "alawenc" | "rtspsrc" => "gstreamer1.0-plugins-good",
-        "tee" | "queue" | "valve" | "fakesink" | "filesrc" => "libgstreamer1.0-0",
-        "opusenc" | "audiotestsrc" | "audioconvert" | "audioresample" | "appsink" | "decodebin"
-        | "parsebin" => "gstreamer1.0-plugins-base",
-        other => crate::media::error::debian_package(other),
-    }
-}
+pub use crate::media::error::debian_package;
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-/// Quotes a user value for a launch description; control characters are refused outright.
-fn quote(s: &str) -> Result<String, MediaError> {
-    if s.chars().any(char::is_control) {
-        return Err(MediaError::InvalidOption(format!(
-            "{s:?} contains control characters"
-        )));
-    }
-    Ok(format!("\"{}\"", escape(s)))
-}
+use crate::media::pipeline::{escape, quote};
 
 #[cfg(test)]
 mod tests {
