@@ -11,6 +11,8 @@
 // The test viewer and its GStreamer plumbing (the rest of tests/support needs test-only env).
 #[path = "../tests/support/gst.rs"]
 mod gst;
+#[path = "../tests/support/sound.rs"]
+mod sound;
 #[path = "../tests/support/viewer.rs"]
 mod viewer;
 

@@ -7,41 +7,20 @@
 mod support;
 
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use camgate::media::{
-    AccessUnit, AudioCapture, AudioCodec, AudioOptions, AudioPacket, AudioSink, AudioSourceSpec,
-    AudioState, Capture, CaptureOptions, FrameSink, RtspTransport, SourceSpec,
+    AudioCapture, AudioCodec, AudioOptions, AudioPacket, AudioSourceSpec, AudioState, Capture,
+    CaptureOptions, RtspTransport, SourceSpec,
 };
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use rustfft::{FftPlanner, num_complex::Complex};
 use support::rtsp::RtspServer;
 
 const FRAME_NS: u64 = 20_000_000;
 
-fn init() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "camgate=info".into()),
-        )
-        .try_init();
-    gst::init().unwrap();
-}
-
-/// A sink that forwards every packet to the test.
-fn collector() -> (AudioSink, Receiver<AudioPacket>) {
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let sink: AudioSink = Arc::new(move |p| {
-        let _ = tx.lock().unwrap().send(p);
-    });
-    (sink, rx)
-}
+use support::gst::{collector, init};
 
 /// Waits for `n` packets of `codec` (others are dropped), failing after `timeout`.
 fn take(
@@ -152,27 +131,14 @@ fn decode(packets: &[AudioPacket]) -> (Vec<i16>, u32) {
     (samples, rate)
 }
 
-/// The strongest frequency (Hann window, FFT over the largest power of two after skipping
-/// the decoder's start-up) and the RMS level of the samples.
+/// The strongest frequency (after skipping the decoder's start-up) and the RMS level.
 fn dominant_frequency(samples: &[i16], rate: u32) -> (f64, f64) {
-    let skip = samples.len() / 5;
-    let body = &samples[skip..];
-    let n = 1usize << (usize::BITS - 1 - body.len().leading_zeros());
-    assert!(n >= 1024, "only {} samples to analyse", body.len());
-    let mut buf: Vec<Complex<f64>> = body[..n]
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| {
-            let w = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos();
-            Complex::new(f64::from(s) * w, 0.0)
-        })
-        .collect();
-    FftPlanner::new().plan_fft_forward(n).process(&mut buf);
-    let peak = (1..n / 2)
-        .max_by(|&a, &b| buf[a].norm().total_cmp(&buf[b].norm()))
-        .unwrap();
-    let rms = (body[..n].iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / n as f64).sqrt();
-    (peak as f64 * f64::from(rate) / n as f64, rms)
+    let body = &samples[samples.len() / 5..];
+    assert!(body.len() >= 1024, "only {} samples to analyse", body.len());
+    (
+        support::sound::dominant_hz(body, rate),
+        support::sound::rms(body),
+    )
 }
 
 fn assert_tone(packets: &[AudioPacket], hz: f64) {
@@ -357,20 +323,11 @@ fn camera_options(source: SourceSpec) -> AudioOptions {
     }
 }
 
-fn video_collector() -> (FrameSink, Receiver<AccessUnit>) {
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let sink: FrameSink = Arc::new(move |au| {
-        let _ = tx.lock().unwrap().send(au);
-    });
-    (sink, rx)
-}
-
 /// Audio from an RTSP camera next to the video session of the same camera.
 fn camera_audio_and_video(audio_branch: &str, expect_decoder: &str) {
     init();
     let server = RtspServer::start_unshared(&camera(audio_branch));
-    let (vsink, vrx) = video_collector();
+    let (vsink, vrx) = collector();
     let video = Capture::start(
         CaptureOptions {
             source: rtsp_source(server.url()),

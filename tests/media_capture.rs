@@ -4,38 +4,18 @@
 
 mod support;
 
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use camgate::media::{
-    AccessUnit, Capture, CaptureOptions, CaptureState, EncoderSpec, FrameSink, RtspTransport,
-    SourceSpec, V4l2Format,
+    AccessUnit, Capture, CaptureOptions, CaptureState, EncoderSpec, RtspTransport, SourceSpec,
+    V4l2Format,
 };
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use support::rtsp::RtspServer;
 
-fn init() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "camgate=info".into()),
-        )
-        .try_init();
-    gst::init().unwrap();
-}
-
-/// A sink that forwards every AU to the test.
-fn collector() -> (FrameSink, Receiver<AccessUnit>) {
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let sink: FrameSink = Arc::new(move |au| {
-        let _ = tx.lock().unwrap().send(au);
-    });
-    (sink, rx)
-}
+use support::gst::{collector, init};
 
 /// Waits for `n` AUs, failing the test after `timeout`.
 fn take(rx: &Receiver<AccessUnit>, n: usize, timeout: Duration) -> Vec<AccessUnit> {

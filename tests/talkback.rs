@@ -4,6 +4,8 @@
 //! between two talkers, garbage RTP, release timing, and sound outputs that do not exist.
 //! Every wait is bounded.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,16 +26,7 @@ const RELEASE: Duration = Duration::from_secs(1);
 /// (drain the WAV, set the pipeline to NULL, and the polling interval).
 const RELEASE_MARGIN: Duration = Duration::from_millis(500);
 
-fn init() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "camgate=info".into()),
-        )
-        .try_init();
-    gst::init().unwrap();
-}
+use support::gst::init;
 
 fn temp_wav(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("camgate-talkback-{}", std::process::id()));

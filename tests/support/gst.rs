@@ -25,3 +25,33 @@ pub fn app_pipeline(
         .unwrap_or_else(|| panic!("appsink named {sink_name}"));
     (pipeline, src, sink)
 }
+
+/// Test logging (RUST_LOG, default `camgate=info`, captured per test) and GStreamer.
+#[allow(dead_code)]
+pub fn init() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "camgate=info".into()),
+        )
+        .try_init();
+    gst::init().unwrap();
+}
+
+/// A sink callback (video `FrameSink`, audio `AudioSink`) that forwards everything it is
+/// given to the test.
+#[allow(dead_code, clippy::type_complexity)]
+pub fn collector<T: Send + 'static>() -> (
+    std::sync::Arc<dyn Fn(T) + Send + Sync>,
+    std::sync::mpsc::Receiver<T>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    (
+        std::sync::Arc::new(move |item| {
+            let _ = tx.lock().unwrap().send(item);
+        }),
+        rx,
+    )
+}

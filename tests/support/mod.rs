@@ -5,5 +5,6 @@ pub mod daemon;
 pub mod gst;
 pub mod kvs;
 pub mod rtsp;
+pub mod sound;
 pub mod turn;
 pub mod viewer;
