@@ -1,15 +1,33 @@
 // Watches the camgate page in the system's headless Chromium, as a person would: is the video
-// actually playing, and does the header say what it plays?
+// actually playing, does the header say what it plays, does it play the camera's sound, and
+// does push-to-talk send the microphone?
 //
-//   node page.mjs <url> [--screenshot PATH] [--reconnect] [--size WxH] [--timeout-ms N]
-//                       [--reconnect-timeout-ms N] [--chromium PATH]
+//   node page.mjs <url> [--screenshot PATH] [--reconnect] [--audio] [--talk] [--deny-mic]
+//                       [--hold-ms N] [--size WxH] [--timeout-ms N] [--reconnect-timeout-ms N]
+//                       [--audio-timeout-ms N] [--chromium PATH]
 //
 // --size is the resolution the daemon sends (default 640x480, the test daemon's).
 //
-// Prints one JSON line and exits 0 when the page plays, or {"ok":false,"error":...} and exits 1.
-// With --reconnect it first prints `PLAYING {json}`, then waits for a line `RESTARTED` on stdin
-// (the caller has stopped the daemon and started a new one on the same port) and checks that the
-// page plays again on a new connection. Every wait is bounded; nothing polls without a deadline.
+// Prints `PLAYING {json}` once the video plays, then one JSON line at the end, and exits 0 when
+// every check passed, or prints {"ok":false,"error":...} and exits 1. Every wait is bounded;
+// nothing polls without a deadline.
+//
+// --reconnect: after PLAYING, waits for a line `RESTARTED` on stdin (the caller has stopped the
+//   daemon and started a new one on the same port) and checks that the page plays again on a new
+//   connection.
+// --audio: checks that the video starts muted, clicks Unmute, and measures what the browser
+//   receives and plays: an inbound-rtp of kind audio whose packets and samples grow and whose
+//   energy is above silence (Chromium measures it after the element's volume, so a muted video
+//   counts as silence). These figures need the daemon to send audio; when they do not come
+//   the run still reports everything else and ends with ok:false and `audio.reason`.
+// --talk: Chromium gets a fake microphone (a beep) and grants it. Holds "Hold to talk" with the
+//   mouse and checks that the page sends it (outbound-rtp audio grows, the mic is not silent),
+//   prints `TALKING {json}`, keeps holding until a line `RELEASE` on stdin (or for --hold-ms),
+//   releases, checks that sending stops and the video still plays, prints `RELEASED {json}`
+//   and waits for a line `DONE` (or ends at once with --hold-ms) before the final line: the
+//   caller can look at the daemon while this viewer is still connected.
+// --deny-mic (with --talk): the microphone permission is refused. Pressing the button must
+//   show the page's microphone message, send nothing, and leave the video playing.
 //
 // Never downloads a browser: it drives the Chromium that is already installed.
 
@@ -20,14 +38,23 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 
 const USAGE =
-  "usage: node page.mjs <url> [--screenshot PATH] [--reconnect] [--size WxH] [--timeout-ms N] " +
-  "[--reconnect-timeout-ms N] [--chromium PATH]";
+  "usage: node page.mjs <url> [--screenshot PATH] [--reconnect] [--audio] [--talk] [--deny-mic] " +
+  "[--hold-ms N] [--size WxH] [--timeout-ms N] [--reconnect-timeout-ms N] [--audio-timeout-ms N] " +
+  "[--chromium PATH]";
 
 function parseArgs(argv) {
   const o = {
     url: null,
     screenshot: null,
     reconnect: false,
+    audio: false,
+    talk: false,
+    denyMic: false,
+    holdMs: null,
+    // How long to wait for sound after Unmute, and for the talk button's effects.
+    audioTimeoutMs: 10_000,
+    // How long to wait for the caller's RELEASE / DONE.
+    callerWaitMs: 30_000,
     size: { width: 640, height: 480 },
     timeoutMs: 10_000,
     reconnectTimeoutMs: 15_000,
@@ -48,6 +75,11 @@ function parseArgs(argv) {
     };
     if (a === "--screenshot") o.screenshot = value();
     else if (a === "--reconnect") o.reconnect = true;
+    else if (a === "--audio") o.audio = true;
+    else if (a === "--talk") o.talk = true;
+    else if (a === "--deny-mic") o.denyMic = true;
+    else if (a === "--hold-ms") o.holdMs = number(a, value());
+    else if (a === "--audio-timeout-ms") o.audioTimeoutMs = number(a, value());
     else if (a === "--size") {
       const m = /^(\d+)x(\d+)$/.exec(value());
       if (!m) throw new Error(`--size wants WxH, e.g. 640x480`);
@@ -60,6 +92,8 @@ function parseArgs(argv) {
     else throw new Error(`unexpected argument ${a}\n${USAGE}`);
   }
   if (!o.url) throw new Error(USAGE);
+  if (o.denyMic && !o.talk) throw new Error("--deny-mic goes with --talk");
+  if (o.reconnect && o.talk) throw new Error("--reconnect and --talk both use stdin: one at a time");
   return o;
 }
 
@@ -91,9 +125,21 @@ const CHROMIUM_ARGS = [
 ];
 
 // Runs in the page before its own script: counts presented video frames (the user-visible proof
-// of decoding) and records every text #state shows, with the time it showed it.
+// of decoding), records every text #state shows, with the time it showed it, and keeps the
+// page's newest RTCPeerConnection in __cg.pc so the test can read its stats (the page itself
+// has no test hooks).
 function instrument() {
-  const cg = (window.__cg = { frames: 0, firstFrameAt: null, states: [], streams: 0 });
+  const cg = (window.__cg = { frames: 0, firstFrameAt: null, states: [], streams: 0, pc: null, pcs: 0 });
+  const Native = window.RTCPeerConnection;
+  if (Native) {
+    window.RTCPeerConnection = class extends Native {
+      constructor(...args) {
+        super(...args);
+        cg.pc = this;
+        cg.pcs++;
+      }
+    };
+  }
   const hook = () => {
     const video = document.querySelector("video");
     const state = document.getElementById("state");
@@ -140,7 +186,65 @@ function look() {
     kbps: text("kbps"),
     decoded: text("decoded"),
     msg: text("msg"),
+    audio: {
+      muted: video ? video.muted : null,
+      tracks: video && video.srcObject ? video.srcObject.getTracks().map((t) => t.kind).sort().join("+") : "",
+      kbps: text("akbps"),
+      mic: text("mic"),
+      unmute: shown("unmute"),
+      talk: shown("talk"),
+      noaudio: shown("noaudio"),
+      stat: shown("astat"),
+    },
   };
+  // A control as the user sees it: null when absent or hidden, else its text and state.
+  function shown(id) {
+    const el = document.getElementById(id);
+    if (!el || el.hidden || el.getClientRects().length === 0) return null;
+    return { text: el.textContent, disabled: !!el.disabled, cls: el.className };
+  }
+}
+
+// The WebRTC figures the test needs, from the page's own RTCPeerConnection: the answer's audio
+// direction (as the camera sees it), what arrives (inbound-rtp audio), and what the
+// microphone sends (media-source / outbound-rtp audio, and the audio sender's track).
+async function rtc() {
+  const pc = window.__cg.pc;
+  if (!pc) return { pc: false };
+  const out = { pc: true, connection: pc.connectionState, offerOrder: "", answerAudio: null, inbound: null, outbound: null, mic: null, senderTrack: null };
+  // The page's offer: audio must be m-line 0 (as browsers and Echo devices order them).
+  out.offerOrder = (pc.localDescription ? pc.localDescription.sdp : "").split(/\r?\n/).filter((l) => l.startsWith("m=")).map((l) => l.slice(2).split(" ")[0]).join(",");
+  const sdp = pc.remoteDescription ? pc.remoteDescription.sdp : "";
+  const audio = sdp.split(/\r?\n(?=m=)/).find((p) => p.startsWith("m=audio "));
+  if (audio) {
+    const dir = /^a=(sendrecv|sendonly|recvonly|inactive)\s*$/m.exec(audio);
+    const rtpmap = /^a=rtpmap:(\d+) ([^/\s]+)/m.exec(audio);
+    out.answerAudio = {
+      port: Number(audio.split(" ")[1]),
+      direction: dir ? dir[1] : "sendrecv",
+      codec: rtpmap ? `${rtpmap[2].toLowerCase()}/${rtpmap[1]}` : null,
+    };
+  }
+  const tx = pc.getTransceivers().find((t) => t.receiver.track && t.receiver.track.kind === "audio");
+  const track = tx && tx.sender.track;
+  if (track) out.senderTrack = { label: track.label, readyState: track.readyState };
+  (await pc.getStats()).forEach((s) => {
+    if (s.kind !== "audio") return;
+    if (s.type === "inbound-rtp")
+      out.inbound = {
+        packetsReceived: s.packetsReceived || 0,
+        bytesReceived: s.bytesReceived || 0,
+        totalSamplesReceived: s.totalSamplesReceived || 0,
+        concealedSamples: s.concealedSamples || 0,
+        audioLevel: s.audioLevel || 0,
+        totalAudioEnergy: s.totalAudioEnergy || 0,
+        totalSamplesDuration: s.totalSamplesDuration || 0,
+      };
+    else if (s.type === "outbound-rtp") out.outbound = { packetsSent: s.packetsSent || 0, bytesSent: s.bytesSent || 0 };
+    else if (s.type === "media-source")
+      out.mic = { audioLevel: s.audioLevel || 0, totalAudioEnergy: s.totalAudioEnergy || 0, totalSamplesDuration: s.totalSamplesDuration || 0 };
+  });
+  return out;
 }
 
 /// Why `now` is not yet "playing", compared with `before` (a sample at least `spanMs` older from
@@ -226,17 +330,195 @@ function summary(s) {
   };
 }
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/// Samples the page (look + rtc) every POLL_MS until `check(sample)` returns null, or throws
+/// `${what}: ${last reason}` once `deadline` (ms since the epoch) has passed.
+async function until(page, what, deadline, check) {
+  for (;;) {
+    const sample = { ...(await page.evaluate(look)), rtc: await page.evaluate(rtc) };
+    const reason = check(sample);
+    if (reason === null) return sample;
+    if (Date.now() >= deadline) {
+      const e = new Error(`${what}: ${reason}`);
+      e.sample = sample;
+      throw e;
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+const kbit = (text) => (/^\d+ kbit\/s$/.test(text) ? parseInt(text, 10) : null);
+
+/// --audio: the video starts muted, Unmute unmutes it, and then the browser receives and plays
+/// sound. Page failures throw; "no sound arrived" is reported in `heard`/`reason`, since only a
+/// daemon with a working audio source can make it pass.
+async function checkAudio(page, o) {
+  const start = await until(page, "audio controls", Date.now() + o.audioTimeoutMs, (s) =>
+    s.rtc.answerAudio ? null : "the answer has no audio section",
+  );
+  const ui = start.audio;
+  const report = { answer: start.rtc.answerAudio, startedMuted: ui.muted, tracks: ui.tracks };
+  if (!ui.unmute) throw new Error(`no Unmute button (answer audio ${JSON.stringify(start.rtc.answerAudio)}, #noaudio ${JSON.stringify(ui.noaudio)})`);
+  if (ui.muted !== true) throw new Error("the video did not start muted: browsers would refuse to autoplay it");
+  if (ui.unmute.text !== "Unmute") throw new Error(`the sound button says "${ui.unmute.text}" on a muted video`);
+  await page.click("#unmute", { timeout: 5_000 });
+  const unmuted = await until(page, "after clicking Unmute", Date.now() + 5_000, (s) =>
+    s.audio.muted !== false ? "the video is still muted"
+    : !s.audio.unmute || s.audio.unmute.text !== "Mute" ? `the button says ${JSON.stringify(s.audio.unmute)}`
+    : null,
+  );
+  report.button = unmuted.audio.unmute.text;
+  report.muted = unmuted.audio.muted;
+
+  // Sound: figures from a first sample after Unmute, against one at least a second later.
+  let first = null, maxLevel = 0, last = unmuted;
+  const deadline = Date.now() + o.audioTimeoutMs;
+  try {
+    await until(page, "listening", deadline, (s) => {
+      last = s;
+      const i = s.rtc.inbound;
+      if (!i) return "no inbound-rtp of kind audio: no audio packets have arrived";
+      maxLevel = Math.max(maxLevel, i.audioLevel);
+      if (!first) first = { t: s.t, ...i };
+      if (s.t - first.t < 1000) return "not listened long enough yet";
+      if (!(i.packetsReceived > first.packetsReceived)) return `audio packets stuck at ${i.packetsReceived}`;
+      if (!(i.totalSamplesReceived > first.totalSamplesReceived)) return `totalSamplesReceived stuck at ${i.totalSamplesReceived}`;
+      if (!(i.totalAudioEnergy > first.totalAudioEnergy) || !(maxLevel > 0))
+        return `silence: audioLevel ${i.audioLevel}, totalAudioEnergy ${i.totalAudioEnergy}`;
+      if (!(kbit(s.audio.kbps) > 0)) return `the header's audio says "${s.audio.kbps}"`;
+      return null;
+    });
+    report.heard = true;
+    report.reason = null;
+  } catch (e) {
+    if (!e.sample) throw e;
+    report.heard = false;
+    report.reason = e.message;
+  }
+  const i = last.rtc.inbound;
+  Object.assign(report, {
+    inbound: i,
+    samplesGrew: i && first ? i.totalSamplesReceived - first.totalSamplesReceived : 0,
+    packetsGrew: i && first ? i.packetsReceived - first.packetsReceived : 0,
+    energyGrew: i && first ? i.totalAudioEnergy - first.totalAudioEnergy : 0,
+    maxLevel,
+    header: last.audio.kbps,
+  });
+  return report;
+}
+
+/// Presses the talk button with the mouse at its centre (pointerdown, focus).
+async function pressTalk(page) {
+  const box = await page.locator("#talk").boundingBox({ timeout: 5_000 });
+  if (!box) throw new Error("the talk button has no box");
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.down();
+}
+
+/// --talk: hold the button, check the page sends the microphone, release, check it stops.
+async function checkTalk(page, o, playing) {
+  const ready = await until(page, "talk button", Date.now() + o.audioTimeoutMs, (s) =>
+    !s.rtc.answerAudio ? "the answer has no audio section"
+    : !s.audio.talk ? `no talk button (answer audio ${JSON.stringify(s.rtc.answerAudio)})`
+    : s.audio.talk.disabled ? "the talk button is disabled"
+    : null,
+  );
+  const pcs = await page.evaluate(() => window.__cg.pcs);
+  const sameConnection = async () => {
+    const now = await page.evaluate(() => window.__cg.pcs);
+    if (now !== pcs) throw new Error(`the page reconnected while talking (${now - pcs} new connections)`);
+  };
+  const report = { answer: ready.rtc.answerAudio, button: ready.audio.talk.text };
+  const sentBefore = ready.rtc.outbound ? ready.rtc.outbound.packetsSent : 0;
+  const pressedAt = Date.now();
+  await pressTalk(page);
+
+  if (o.denyMic) {
+    const refused = await until(page, "microphone refused", Date.now() + o.audioTimeoutMs, (s) =>
+      !s.audio.mic ? "no microphone message on the page"
+      : s.audio.talk && /talking/.test(s.audio.talk.cls) ? "the button shows talking without a microphone"
+      : null,
+    );
+    await page.mouse.up();
+    const after = await waitPlaying(page, o.size, Date.now() + o.timeoutMs);
+    await sameConnection();
+    if (after.stream !== playing.stream) throw new Error("the video restarted after the refusal");
+    const r = await page.evaluate(rtc);
+    const sent = r.outbound ? r.outbound.packetsSent : 0;
+    if (r.senderTrack) throw new Error(`the audio sender has a track without permission: ${JSON.stringify(r.senderTrack)}`);
+    if (sent !== sentBefore) throw new Error(`${sent - sentBefore} audio packets sent without a microphone`);
+    return { ...report, denied: true, mic: refused.audio.mic, buttonAfter: after.audio.talk, packetsSent: sent, stillPlaying: summary(after) };
+  }
+
+  // Held: the button says so, the sender carries the microphone, packets go out, not silence.
+  const talking = await until(page, "talking", Date.now() + o.audioTimeoutMs, (s) => {
+    const b = s.audio.talk;
+    if (s.audio.mic) return `the page says "${s.audio.mic}"`;
+    if (!b || !/talking/.test(b.cls)) return `the button shows ${JSON.stringify(b)}`;
+    if (!s.rtc.senderTrack || s.rtc.senderTrack.readyState !== "live") return `audio sender track ${JSON.stringify(s.rtc.senderTrack)}`;
+    const sent = s.rtc.outbound ? s.rtc.outbound.packetsSent : 0;
+    if (sent < sentBefore + 25) return `${sent - sentBefore} audio packets sent so far (want 25)`;
+    if (!s.rtc.mic || !(s.rtc.mic.totalAudioEnergy > 0)) return `the microphone is silent: ${JSON.stringify(s.rtc.mic)}`;
+    return null;
+  });
+  report.talking = {
+    button: talking.audio.talk.text,
+    track: talking.rtc.senderTrack.label,
+    packetsSent: talking.rtc.outbound.packetsSent - sentBefore,
+    micEnergy: talking.rtc.mic.totalAudioEnergy,
+    micSeconds: talking.rtc.mic.totalSamplesDuration,
+    afterMs: Date.now() - pressedAt,
+  };
+  process.stdout.write(`TALKING ${JSON.stringify(report.talking)}\n`);
+  if (o.holdMs) await sleep(Math.max(0, o.holdMs - (Date.now() - pressedAt)));
+  else await waitForLine("RELEASE", o.callerWaitMs);
+  const held = { ...(await page.evaluate(look)), rtc: await page.evaluate(rtc) };
+  if (!held.audio.talk || !/talking/.test(held.audio.talk.cls)) throw new Error(`stopped talking before the release: ${JSON.stringify(held.audio.talk)}`);
+  await page.mouse.up();
+  const heldMs = Date.now() - pressedAt;
+
+  // Released: the button is back, the sender has no track, and no more packets leave.
+  let still = null;
+  const released = await until(page, "released", Date.now() + o.audioTimeoutMs, (s) => {
+    const b = s.audio.talk;
+    if (!b || b.text !== "Hold to talk" || /talking/.test(b.cls)) return `the button shows ${JSON.stringify(b)}`;
+    if (s.rtc.senderTrack) return `the audio sender still has ${JSON.stringify(s.rtc.senderTrack)}`;
+    const sent = s.rtc.outbound ? s.rtc.outbound.packetsSent : 0;
+    if (!still || still.sent !== sent) still = { t: s.t, sent };
+    if (s.t - still.t < 600) return `audio packets still going out (${sent})`;
+    return null;
+  });
+  const after = await waitPlaying(page, o.size, Date.now() + o.timeoutMs);
+  await sameConnection();
+  if (after.stream !== playing.stream) throw new Error("the video restarted while talking");
+  report.released = {
+    heldMs,
+    packetsSent: released.rtc.outbound.packetsSent - sentBefore,
+    whileHeld: held.rtc.outbound.packetsSent - sentBefore,
+    button: released.audio.talk.text,
+    stillPlaying: summary(after),
+  };
+  process.stdout.write(`RELEASED ${JSON.stringify(report.released)}\n`);
+  if (!o.holdMs) await waitForLine("DONE", o.callerWaitMs);
+  return report;
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const profile = await mkdtemp(join(tmpdir(), "camgate-chromium-"));
   let context = null;
   const pageErrors = [];
   const console_ = [];
+  // A fake microphone (Chromium's beep); its permission granted, or refused with --deny-mic.
+  const mediaArgs = o.talk
+    ? ["--use-fake-device-for-media-stream", o.denyMic ? "--deny-permission-prompts" : "--use-fake-ui-for-media-stream"]
+    : [];
   try {
     context = await chromium.launchPersistentContext(profile, {
       executablePath: o.chromium,
       headless: true,
-      args: CHROMIUM_ARGS,
+      args: [...CHROMIUM_ARGS, ...mediaArgs],
       viewport: { width: 1024, height: 640 },
       timeout: 30_000,
     });
@@ -250,16 +532,21 @@ async function main() {
     const opened = Date.now();
     await page.goto(o.url, { waitUntil: "domcontentloaded", timeout: o.timeoutMs });
     const playing = await waitPlaying(page, o.size, opened + o.timeoutMs);
+    const answer = await page.evaluate(rtc);
     const first = {
       ok: true,
       firstFrameMs: Math.round(playing.firstFrameAt ?? playing.t),
       playingMs: Math.round(playing.t),
       ...summary(playing),
+      // What the answer says about audio, and which audio controls the page shows for it.
+      offerOrder: answer.offerOrder,
+      answerAudio: answer.answerAudio,
+      audioUi: playing.audio,
     };
+    process.stdout.write(`PLAYING ${JSON.stringify(first)}\n`);
 
     let result = first;
     if (o.reconnect) {
-      process.stdout.write(`PLAYING ${JSON.stringify(first)}\n`);
       await waitForLine("RESTARTED", o.restartWaitMs);
       const restarted = await page.evaluate(() => performance.now());
       const again = await waitPlaying(page, o.size, Date.now() + o.reconnectTimeoutMs, playing.stream);
@@ -272,10 +559,16 @@ async function main() {
         states: states.filter((x) => x.t >= playing.t - 1).map((x) => `${x.s}@${x.t}`),
       };
     }
+    if (o.audio) result.audio = await checkAudio(page, o);
+    if (o.talk) result.talk = await checkTalk(page, o, playing);
     if (o.screenshot) await page.screenshot({ path: o.screenshot, timeout: 10_000 });
     if (pageErrors.length) throw new Error(`uncaught errors in the page: ${pageErrors.join(" | ")}`);
+    if (o.audio && !result.audio.heard) {
+      result.ok = false;
+      result.error = `no sound after Unmute: ${result.audio.reason}`;
+    }
     process.stdout.write(JSON.stringify(result) + "\n");
-    return 0;
+    return result.ok ? 0 : 1;
   } catch (e) {
     const out = { ok: false, error: String(e.message || e) };
     if (e.sample) out.last = e.sample;
