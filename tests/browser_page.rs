@@ -706,9 +706,12 @@ async fn without_microphone_permission_the_page_says_so_and_keeps_playing() {
         played.is_null() || played == 0,
         "talkback played {played} packets without a microphone"
     );
+    // The sink is opened once at startup to check it works, which may leave an empty file;
+    // no samples may be in it.
+    let written = std::fs::metadata(&wav).map(|m| m.len()).unwrap_or(0);
     assert!(
-        !wav.exists(),
-        "{} written without a microphone",
+        written <= 44,
+        "{} holds {written} bytes written without a microphone",
         wav.display()
     );
     let _ = std::fs::remove_dir_all(&dir);
