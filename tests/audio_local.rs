@@ -125,6 +125,7 @@ async fn opus_and_g711_viewers_hear_the_tone_and_g711_runs_only_while_needed() {
 
     // Nobody needs G.711 yet: its encoder is off.
     let s = d.stats().await;
+    assert_eq!(s["health"]["audio"], "running", "{s}");
     assert_eq!(s["audio"]["g711_viewers"]["pcma"], 0, "{s}");
 
     let (pcma, answer) = join(

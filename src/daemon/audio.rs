@@ -92,6 +92,25 @@ impl DaemonAudio {
         }
     }
 
+    /// One word (or a short phrase) for /healthz and systemd's status line.
+    pub fn state_text(&self) -> String {
+        use crate::media::audio::AudioState;
+        match lock(&self.capture).as_ref().map(|c| c.status()) {
+            None => "off".into(),
+            Some(s) => match s.state {
+                AudioState::Starting => "starting".into(),
+                AudioState::Running => "running".into(),
+                AudioState::NoAudio => "no_audio".into(),
+                AudioState::Stopped => "stopped".into(),
+                AudioState::Restarting { attempt, retry_in } => format!(
+                    "restarting (attempt {attempt}, next try in {} ms{})",
+                    retry_in.as_millis(),
+                    s.last_error.map(|e| format!("; {e}")).unwrap_or_default()
+                ),
+            },
+        }
+    }
+
     pub fn status_json(&self) -> serde_json::Value {
         serde_json::json!({
             "capture": lock(&self.capture).as_ref().map(|c| c.status()),

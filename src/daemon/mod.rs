@@ -78,6 +78,9 @@ pub struct Health {
     pub viewers: usize,
     pub max_viewers: usize,
     pub packetizer_errors: u64,
+    /// The audio capture: "off", "starting", "running", "no_audio", "restarting (...)".
+    /// Audio never makes the daemon unhealthy: viewers still get video without it.
+    pub audio: String,
 }
 
 /// Shared handles the HTTP handlers read.
@@ -120,6 +123,7 @@ impl Runtime {
                 viewers,
                 max_viewers,
                 packetizer_errors,
+                audio: self.audio.state_text(),
             };
         };
         let age = status.last_frame_age;
@@ -158,6 +162,7 @@ impl Runtime {
             viewers,
             max_viewers,
             packetizer_errors,
+            audio: self.audio.state_text(),
         }
     }
 }
@@ -400,7 +405,7 @@ fn spawn_watchdog(rt: Runtime) -> Option<tokio::task::JoinHandle<()>> {
                 notify_systemd(&[sd_notify::NotifyState::Watchdog]);
             }
             let status = match &h.reason {
-                None => format!("streaming; {} viewer(s)", h.viewers),
+                None => format!("streaming; {} viewer(s); audio {}", h.viewers, h.audio),
                 Some(r) => r.clone(),
             };
             notify_systemd(&[sd_notify::NotifyState::Status(&status)]);
