@@ -1,6 +1,7 @@
 //! Shared test support: the daemon as a child process, and a real WebRTC viewer.
 #![allow(dead_code)]
 
+pub mod avsync;
 pub mod daemon;
 pub mod gst;
 pub mod kvs;
