@@ -623,8 +623,10 @@ fn let_flushes_past_closed_valve(valve: &gst::Element) {
             return gst::PadProbeReturn::Ok;
         };
         src.push_event(event.clone());
-        // Handled here; the valve would only drop it.
-        gst::PadProbeReturn::Drop
+        // Handled here (the valve would only drop it). `Handled` hands our reference back
+        // to gstreamer-rs, which releases it; `Drop` made GStreamer release it a second time
+        // ("gst_mini_object_unref: assertion 'mini_object != NULL'" at every file loop).
+        gst::PadProbeReturn::Handled
     });
 }
 

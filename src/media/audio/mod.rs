@@ -147,9 +147,13 @@ pub struct AudioPacket {
     pub data: bytes::Bytes,
     /// Capture time on the pipeline clock in nanoseconds: the buffer's running time plus the
     /// pipeline's base time. The audio pipeline is pinned to the GStreamer system clock
-    /// (CLOCK_MONOTONIC), the clock the video pipeline uses too, so audio and video timestamps
-    /// of the same instant agree and lip sync can be derived from them. It moves forward
-    /// across pipeline restarts and file loops because the clock itself does. Consecutive
+    /// (CLOCK_MONOTONIC), the clock the video pipeline runs on too. Video access units carry
+    /// running time made continuous across restarts instead (`supervisor::PtsContinuity`),
+    /// so the two are not comparable numbers: each stream's RTP timestamps count from its own
+    /// first packet, and receivers line the streams up through RTCP sender reports, which the
+    /// `webrtc` crate builds from the time packets are sent (tests/av_sync.rs measures the
+    /// result). It moves forward across pipeline restarts and file loops because the clock
+    /// itself does. Consecutive
     /// packets are 20 ms apart, except that the first Opus packet of each pipeline is only
     /// 13.5 ms before the second: opusenc stamps all later packets 6.5 ms earlier (its
     /// lookahead).
