@@ -148,9 +148,11 @@ pub struct WebRtcSettings {
 /// `[audio]`: sound to viewers, and talkback from them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AudioSettings {
+    /// Where the sound comes from; `auto` follows `source.kind`.
     pub source: AudioSource,
     /// ALSA device (`hw:1,0`, `plughw:CARD=Mic`) or Pulse source name; `None` = system default.
     pub device: Option<String>,
+    /// Opus bitrate; G.711 is fixed at 64 kbit/s.
     pub bitrate_kbps: u32,
     /// Play what viewers say (Echo Show microphone, the page's push-to-talk) on this device.
     pub talkback: bool,

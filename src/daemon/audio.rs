@@ -15,8 +15,12 @@ const AUDIO_QUEUE_FRAMES: usize = 50;
 
 /// The running audio parts, for shutdown and status.
 pub struct DaemonAudio {
+    /// The running capture; None when no source is configured or it could not start (taken
+    /// out at shutdown).
     pub capture: Arc<Mutex<Option<AudioCapture>>>,
+    /// Talkback, when on and its sound card opened.
     pub talkback: Option<Talkback>,
+    /// What the session layer uses: feeds, availability, talkback, G.711 demand.
     pub service: AudioService,
     /// Audio frames the packetizer refused (oversized Opus packets, empty buffers).
     pub packetizer_errors: Arc<AtomicU64>,
@@ -84,7 +88,10 @@ impl DaemonAudio {
     /// Stops the capture and the talkback player (blocking: pipelines wind down; call it
     /// from a blocking context).
     pub fn stop(&self) {
-        if let Some(c) = lock(&self.capture).take() {
+        // Not under the lock: stopping joins the supervisor thread, and offers, health and
+        // G.711 demand changes read the capture meanwhile.
+        let capture = lock(&self.capture).take();
+        if let Some(c) = capture {
             c.stop();
         }
         if let Some(t) = &self.talkback {

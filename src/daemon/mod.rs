@@ -61,7 +61,7 @@ pub enum DaemonError {
     #[error("KVS signaling: {0}")]
     Kvs(#[from] signaling::kvs::control::ControlError),
     #[error("audio setup did not finish: {0}")]
-    Audio(String),
+    Audio(#[source] tokio::task::JoinError),
 }
 
 /// What the health endpoint reports, and systemd's status line.
@@ -78,7 +78,8 @@ pub struct Health {
     pub viewers: usize,
     pub max_viewers: usize,
     pub packetizer_errors: u64,
-    /// The audio capture: "off", "starting", "running", "no_audio", "restarting (...)".
+    /// The audio capture: "off", "starting", "running", "no_audio", "stopped" or
+    /// "restarting (...)".
     /// Audio never makes the daemon unhealthy: viewers still get video without it.
     pub audio: String,
 }
@@ -201,7 +202,7 @@ pub async fn run(
     let daemon_audio = Arc::new(
         tokio::task::spawn_blocking(move || audio::DaemonAudio::start(audio_opts, talkback_opts))
             .await
-            .map_err(|e| DaemonError::Audio(e.to_string()))?,
+            .map_err(DaemonError::Audio)?,
     );
     let sessions = SessionManager::new(
         opts.sessions.clone(),

@@ -5,8 +5,7 @@
 //! (older Alexa offers, SIP-ish apps); its encoder runs only while at least one of them is
 //! connected, which [`G711Demand`] tracks and reports to the capture.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::feed::FrameFeed;
 use super::sdp::AudioCodec;
@@ -59,21 +58,25 @@ impl AudioService {
 /// Counts G.711 viewers per codec and switches the matching encoder on and off.
 #[derive(Clone)]
 pub struct G711Demand {
-    /// Viewers per codec: [PCMU, PCMA].
-    counts: Arc<[AtomicUsize; 2]>,
+    /// Viewers per codec: [PCMU, PCMA]. The hook is called under this lock, so a viewer
+    /// leaving and another joining at the same moment cannot end with the encoder off.
+    counts: Arc<Mutex<[usize; 2]>>,
+    /// Switches the capture's G.711 branch for a codec on (true) or off (false).
     hook: DemandHook,
 }
 
 /// Held by a G.711 viewer's media task; dropping it counts the viewer out.
 pub struct DemandGuard {
+    /// The counter to decrement.
     demand: G711Demand,
+    /// Which codec's viewer this is (PCMU or PCMA).
     codec: AudioCodec,
 }
 
 impl G711Demand {
     pub fn new(hook: DemandHook) -> Self {
         G711Demand {
-            counts: Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]),
+            counts: Arc::new(Mutex::new([0, 0])),
             hook,
         }
     }
@@ -89,7 +92,9 @@ impl G711Demand {
     /// A viewer of `codec` starts; None for Opus, which always runs.
     pub fn join(&self, codec: AudioCodec) -> Option<DemandGuard> {
         let slot = Self::slot(codec)?;
-        if self.counts[slot].fetch_add(1, Ordering::AcqRel) == 0 {
+        let mut counts = self.lock();
+        counts[slot] += 1;
+        if counts[slot] == 1 {
             (self.hook)(codec, true);
         }
         Some(DemandGuard {
@@ -99,16 +104,23 @@ impl G711Demand {
     }
 
     pub fn viewers(&self, codec: AudioCodec) -> usize {
-        Self::slot(codec).map_or(0, |s| self.counts[s].load(Ordering::Acquire))
+        Self::slot(codec).map_or(0, |s| self.lock()[s])
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, [usize; 2]> {
+        // Plain counters: still right after a panic elsewhere.
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Drop for DemandGuard {
     fn drop(&mut self) {
-        if let Some(slot) = G711Demand::slot(self.codec)
-            && self.demand.counts[slot].fetch_sub(1, Ordering::AcqRel) == 1
-        {
-            (self.demand.hook)(self.codec, false);
+        if let Some(slot) = G711Demand::slot(self.codec) {
+            let mut counts = self.demand.lock();
+            counts[slot] = counts[slot].saturating_sub(1);
+            if counts[slot] == 0 {
+                (self.demand.hook)(self.codec, false);
+            }
         }
     }
 }

@@ -211,13 +211,7 @@ impl SessionManager {
             .map(|a| (a.codec, a.payload_type, a.direction));
         let trickle = match (&req.trickle, prepared.trickle) {
             // Candidates belong to the first bundled section: audio when we answer it.
-            (Some(tx), true) => {
-                let mid = match &prepared.audio {
-                    AudioPlan::Chosen(c) if prepared_audio_first(&prepared.sdp) => c.mid.clone(),
-                    _ => prepared.video_mid.clone(),
-                };
-                Some((tx.clone(), mid))
-            }
+            (Some(tx), true) => Some((tx.clone(), prepared.candidate_section())),
             _ => None,
         };
         let trickled = trickle.is_some();
@@ -544,14 +538,6 @@ async fn negotiate(
         .await
         .map(|d| sdp::finish_answer(&d.sdp, trickled))
         .ok_or_else(|| SessionError::Internal("no local description after answering".into()))
-}
-
-/// Whether the (first) audio section comes before the video section in the offer.
-fn prepared_audio_first(sdp: &str) -> bool {
-    match (sdp.find("\nm=audio"), sdp.find("\nm=video")) {
-        (Some(a), Some(v)) => a < v,
-        _ => false,
-    }
 }
 
 fn codec_name(codec: AudioCodec) -> &'static str {

@@ -63,6 +63,7 @@ pub struct Peer {
 
 /// The audio side of one peer, decided by the SDP policy before the peer is built.
 pub struct AudioPeerPlan {
+    /// The one audio codec registered for this peer (and so the one the answer carries).
     pub codec: AudioCodec,
     /// The viewer's payload type for `codec` (registered so the answer carries it).
     pub payload_type: u8,
@@ -123,8 +124,9 @@ pub fn audio_codec(codec: AudioCodec) -> RTCRtpCodec {
 struct Handler {
     state: watch::Sender<RTCPeerConnectionState>,
     gathering_done: watch::Sender<bool>,
-    /// Where trickled local candidates go (JSON), with the mid they belong to.
-    candidates: Option<(mpsc::Sender<String>, Option<String>)>,
+    /// Where trickled local candidates go (JSON), with the mid and m-line index of the
+    /// section they belong to (the first bundled one).
+    candidates: Option<(mpsc::Sender<String>, (Option<String>, u16))>,
     /// Talkback for this viewer's audio track; taken by the first remote audio track.
     talker: std::sync::Mutex<Option<Talker>>,
 }
@@ -132,14 +134,14 @@ struct Handler {
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        let Some((tx, mid)) = &self.candidates else {
+        let Some((tx, (mid, index))) = &self.candidates else {
             return;
         };
         match event.candidate.to_json() {
             Ok(mut init) => {
                 // With BUNDLE every candidate belongs to the first section.
                 init.sdp_mid = mid.clone();
-                init.sdp_mline_index = Some(0);
+                init.sdp_mline_index = Some(*index);
                 match serde_json::to_string(&init) {
                     Ok(json) => {
                         if tx.try_send(json).is_err() {
@@ -195,7 +197,7 @@ pub async fn build(
     mut audio: Option<AudioPeerPlan>,
     ice_servers: &[IceServer],
     bind_port: u16,
-    trickle: Option<(mpsc::Sender<String>, Option<String>)>,
+    trickle: Option<(mpsc::Sender<String>, (Option<String>, u16))>,
 ) -> Result<(Peer, PeerEvents), PeerError> {
     let mut media = MediaEngine::default();
     media

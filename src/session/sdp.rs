@@ -12,8 +12,8 @@
 //! payload types, in the offer's sections and mids.
 //!
 //! After the stack answers, [`finish_answer`] shapes it for strict viewers (Alexa's checklist:
-//! candidates and the fingerprint in every section, no trickle option in a complete answer,
-//! CRLF), and [`fit_answer`] keeps it under a size limit (KVS's 10 000 characters).
+//! candidates in every section, no trickle option in a complete answer, CRLF; the fingerprint
+//! per section too), and [`fit_answer`] keeps it under a size limit (KVS's 10 000 characters).
 
 use std::fmt::Write as _;
 
@@ -142,10 +142,12 @@ pub fn answer_direction(offered: Direction, we_send: bool, we_receive: bool) -> 
 /// The audio section we will answer, when the viewer offered one with a codec we handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioChoice {
+    /// What we send and expect back: Opus when offered, else PCMU, else PCMA.
     pub codec: AudioCodec,
     /// The viewer's payload type for `codec`: what we stamp on audio we send, and what the
     /// viewer stamps on talkback.
     pub payload_type: u8,
+    /// The section's `a=mid` (Alexa: `audio0`), to find its transceiver after negotiation.
     pub mid: Option<String>,
     /// What the viewer said it does with audio.
     pub offered: Direction,
@@ -178,15 +180,38 @@ pub struct PreparedOffer {
     pub trickle: bool,
     /// The `a=mid` of the chosen video section.
     pub video_mid: Option<String>,
+    /// The m-line index of the video section.
+    pub video_index: usize,
+    /// The m-line index of the audio section, and whether it comes before the video one.
+    pub audio_index: Option<usize>,
+    /// What becomes of the viewer's audio section.
     pub audio: AudioPlan,
+}
+
+impl PreparedOffer {
+    /// The (mid, m-line index) trickled candidates are tagged with: the first section we
+    /// accept, which carries the bundled transport.
+    pub fn candidate_section(&self) -> (Option<String>, u16) {
+        let index = |i: usize| u16::try_from(i).unwrap_or(u16::MAX);
+        match (&self.audio, self.audio_index) {
+            (AudioPlan::Chosen(c), Some(a)) if a < self.video_index => (c.mid.clone(), index(a)),
+            _ => (self.video_mid.clone(), index(self.video_index)),
+        }
+    }
 }
 
 /// One `m=` section of the offer, as line indices into the offer.
 struct Section {
+    /// Line index of the `m=` line.
     start: usize,
+    /// One past the section's last line.
     end: usize,
+    /// `audio`, `video`, `application`, lower case.
     kind: String,
+    /// The m-line's formats that are RTP payload types (0..=127), each once.
     payload_types: Vec<u8>,
+    /// Port 0: the offerer disabled the section (unless it is `a=bundle-only`).
+    port_zero: bool,
 }
 
 /// One H.264 payload type offered in the video section, with what we know of it.
@@ -245,8 +270,20 @@ pub fn prepare_offer_for(offer: &str, sending: Option<u32>) -> Result<PreparedOf
     let audio_section = sections.iter().find(|s| s.kind == "audio");
     let audio = match audio_section {
         None => AudioPlan::NotOffered,
+        Some(a)
+            if a.port_zero
+                && !lines[a.start + 1..a.end]
+                    .iter()
+                    .any(|l| *l == "a=bundle-only") =>
+        {
+            AudioPlan::Rejected("the viewer disabled its audio section (port 0)".into())
+        }
         Some(a) => choose_audio(a, &lines[a.start + 1..a.end]),
     };
+    let video_index = sections
+        .iter()
+        .position(|s| s.start == video.start)
+        .unwrap_or(0);
     let audio_pt = match &audio {
         AudioPlan::Chosen(c) => Some(c.payload_type),
         _ => None,
@@ -260,12 +297,15 @@ pub fn prepare_offer_for(offer: &str, sending: Option<u32>) -> Result<PreparedOf
         audio_section,
         audio_pt,
     );
+    let audio_index = audio_section.and_then(|a| sections.iter().position(|s| s.start == a.start));
     Ok(PreparedOffer {
         sdp,
         video_payload_type: chosen.pt,
         video_fmtp,
         trickle,
         video_mid,
+        video_index,
+        audio_index,
         audio,
     })
 }
@@ -345,12 +385,19 @@ fn split_sections(lines: &[&str]) -> Vec<Section> {
             let mut fields = rest.split_whitespace();
             let kind = fields.next().unwrap_or_default().to_ascii_lowercase();
             // m=<media> <port> <proto> <fmt> ...
-            let payload_types = fields.skip(2).filter_map(|f| f.parse().ok()).collect();
+            let port_zero = fields.next() == Some("0");
+            let mut payload_types: Vec<u8> = Vec::new();
+            for pt in fields.skip(1).filter_map(|f| f.parse::<u8>().ok()) {
+                if pt <= 127 && !payload_types.contains(&pt) {
+                    payload_types.push(pt);
+                }
+            }
             sections.push(Section {
                 start: i,
                 end: lines.len(),
                 kind,
                 payload_types,
+                port_zero,
             });
         }
     }
@@ -546,7 +593,8 @@ fn payload_type_attribute(line: &str) -> Option<u8> {
 /// - A complete (non-trickle) answer says so: no `a=ice-options:trickle` (Alexa rejects
 ///   trickle), and `a=end-of-candidates` in each accepted section.
 /// - The DTLS fingerprint is repeated in every m-section (the stack writes it once at session
-///   level; Alexa's checklist wants it per section, as Alexa's own offers have it).
+///   level). Both places are valid SDP; Alexa's own offers carry it per section, and strict
+///   parsers that only look at media level then find it.
 /// - CRLF line endings throughout.
 pub fn finish_answer(answer: &str, trickle: bool) -> String {
     let lines: Vec<&str> = answer.lines().map(|l| l.trim_end_matches('\r')).collect();
@@ -660,28 +708,34 @@ pub fn fit_answer(answer: &str, fits: impl Fn(&str) -> bool) -> String {
     if fits(&best) {
         return best;
     }
-    // Step 2: drop the lowest-value candidates, protecting relays and one host per component.
-    let mut protected_hosts: Vec<(&str, u64, usize)> = Vec::new();
-    for &i in &kept {
-        if let Some(c) = CandidateLine::parse(lines[i])
-            && c.typ == "host"
-        {
-            match protected_hosts
-                .iter_mut()
-                .find(|(comp, _, _)| *comp == c.component)
-            {
-                Some(entry) if entry.1 >= c.priority => {}
-                Some(entry) => *entry = (c.component, c.priority, i),
-                None => protected_hosts.push((c.component, c.priority, i)),
-            }
-        }
-    }
-    let mut droppable: Vec<(u64, usize)> = kept
+    // Step 2: drop the least useful candidates first: RTCP (component 2) ones, which
+    // rtcp-mux makes redundant (the stack lists every candidate for both components), then
+    // surplus host candidates, then surplus server-reflexive ones; within each, the lowest
+    // priority first. Relay candidates, the best host of each component and the best srflx
+    // are never dropped.
+    let parsed: Vec<(usize, CandidateLine<'_>)> = kept
         .iter()
-        .filter_map(|&i| {
-            let c = CandidateLine::parse(lines[i])?;
-            let protected = c.typ == "relay" || protected_hosts.iter().any(|(_, _, p)| *p == i);
-            (!protected).then_some((c.priority, i))
+        .filter_map(|&i| CandidateLine::parse(lines[i]).map(|c| (i, c)))
+        .collect();
+    let best_of = |typ: &str, component: &str| {
+        parsed
+            .iter()
+            .filter(|(_, c)| c.typ == typ && c.component == component)
+            .max_by_key(|(i, c)| (c.priority, std::cmp::Reverse(*i)))
+            .map(|(i, _)| *i)
+    };
+    let mut protected: Vec<usize> = Vec::new();
+    for (_, c) in &parsed {
+        protected.extend(best_of("host", c.component));
+    }
+    protected.extend(best_of("srflx", "1"));
+    let mut droppable: Vec<((u8, u8, u64), usize)> = parsed
+        .iter()
+        .filter(|(i, c)| c.typ != "relay" && !protected.contains(i))
+        .map(|(i, c)| {
+            let rtcp = u8::from(c.component == "1");
+            let kind = u8::from(c.typ != "host");
+            ((rtcp, kind, c.priority), *i)
         })
         .collect();
     droppable.sort_unstable();
@@ -826,6 +880,45 @@ a=rtcp-fb:99 nack pli\r\na=rtcp-fb:99 ccm fir\r\n";
         assert_eq!(p.video_payload_type, 99);
         let none = prepare_offer(CHROME_LIKE).unwrap();
         assert_eq!(none.audio, AudioPlan::NotOffered);
+    }
+
+    #[test]
+    fn disabled_audio_sections_and_odd_payload_lists() {
+        let off = ALEXA_LIKE.replace("m=audio 1 UDP", "m=audio 0 UDP");
+        assert!(matches!(
+            prepare_offer(&off).unwrap().audio,
+            AudioPlan::Rejected(_)
+        ));
+        let bundle_only = off.replace("a=mid:audio0\r\n", "a=mid:audio0\r\na=bundle-only\r\n");
+        assert!(matches!(
+            prepare_offer(&bundle_only).unwrap().audio,
+            AudioPlan::Chosen(_)
+        ));
+        // Repeated and out-of-range payload types: one rtpmap each, nothing above 127.
+        let odd = ALEXA_LIKE
+            .replace("96 0 8", "96 0 0 200 8")
+            .replace("a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", "");
+        let p = prepare_offer_for(&odd, None).unwrap();
+        assert!(matches!(&p.audio, AudioPlan::Chosen(c) if c.payload_type == 96));
+        let pcmu = odd
+            .replace("96 0 0 200 8", "0 0 200")
+            .replace("a=rtpmap:96 opus/48000/2\r\n", "");
+        let p = prepare_offer(&pcmu).unwrap();
+        assert_eq!(
+            p.sdp.matches("a=rtpmap:0 PCMU/8000").count(),
+            1,
+            "{}",
+            p.sdp
+        );
+        // Trickled candidates are tagged with the first accepted section.
+        assert_eq!(
+            prepare_offer(ALEXA_LIKE).unwrap().candidate_section(),
+            (Some("audio0".into()), 0)
+        );
+        assert_eq!(
+            prepare_offer(&off).unwrap().candidate_section(),
+            (Some("video0".into()), 1)
+        );
     }
 
     #[test]
@@ -986,6 +1079,41 @@ m=video 9 UDP/TLS/RTP/SAVPF 99\na=mid:video0\n";
         );
         // Already small: unchanged.
         assert_eq!(fit_answer("v=0\r\n", |_| true), "v=0\r\n");
+
+        // As the stack writes them: every candidate for components 1 and 2, same priority.
+        // Component 2 goes first, then hosts; the srflx survives many hosts.
+        let mut answer = String::from("v=0\r\nm=audio 9 X 96\r\na=mid:audio0\r\n");
+        for i in 0..20u32 {
+            for comp in [1, 2] {
+                answer.push_str(&format!(
+                    "a=candidate:{i} {comp} udp {} 10.1.{i}.1 5{i:03} typ host\r\n",
+                    2_130_706_431 - i
+                ));
+            }
+        }
+        for comp in [1, 2] {
+            answer.push_str(&format!(
+                "a=candidate:s {comp} udp 1694498815 198.51.100.7 4000 typ srflx raddr 0.0.0.0 rport 0\r\n"
+            ));
+        }
+        let fitted = fit_answer(&answer, |a| a.len() <= 700);
+        assert!(fitted.len() <= 700, "{fitted}");
+        assert!(
+            fitted.contains("a=candidate:s 1 udp 1694498815 198.51.100.7"),
+            "{fitted}"
+        );
+        assert!(
+            fitted.contains("a=candidate:0 1 udp 2130706431 10.1.0.1"),
+            "{fitted}"
+        );
+        assert!(
+            fitted.contains("a=candidate:0 2 udp"),
+            "best host of component 2 kept"
+        );
+        assert!(
+            !fitted.contains("a=candidate:s 2 "),
+            "RTCP srflx goes before any RTP one"
+        );
     }
 
     #[test]

@@ -476,7 +476,8 @@ impl Driver {
         };
         let corr = self.correlation(message::Action::SdpAnswer, &client_id);
         // A device with many interfaces can gather more candidates than the service's
-        // 10 000-character payload takes; shed the least useful ones rather than not answer.
+        // 10 000-character payload takes; shed the least useful ones (RTCP duplicates, surplus
+        // hosts) rather than not answer.
         let answer = crate::session::sdp::fit_answer(&answer, |sdp| {
             message::answer_payload_chars(sdp) <= message::MAX_PAYLOAD_CHARS
         });
