@@ -121,12 +121,15 @@ pub fn audio_codec(codec: AudioCodec) -> RTCRtpCodec {
     }
 }
 
+/// Where trickled local candidates go (JSON), and the (mid, m-line index) they are tagged with.
+pub type Trickle = (mpsc::Sender<String>, (Option<String>, u16));
+
 struct Handler {
     state: watch::Sender<RTCPeerConnectionState>,
     gathering_done: watch::Sender<bool>,
     /// Where trickled local candidates go (JSON), with the mid and m-line index of the
     /// section they belong to (the first bundled one).
-    candidates: Option<(mpsc::Sender<String>, (Option<String>, u16))>,
+    candidates: Option<Trickle>,
     /// Talkback for this viewer's audio track; taken by the first remote audio track.
     talker: std::sync::Mutex<Option<Talker>>,
 }
@@ -197,7 +200,7 @@ pub async fn build(
     mut audio: Option<AudioPeerPlan>,
     ice_servers: &[IceServer],
     bind_port: u16,
-    trickle: Option<(mpsc::Sender<String>, (Option<String>, u16))>,
+    trickle: Option<Trickle>,
 ) -> Result<(Peer, PeerEvents), PeerError> {
     let mut media = MediaEngine::default();
     media

@@ -270,12 +270,7 @@ pub fn prepare_offer_for(offer: &str, sending: Option<u32>) -> Result<PreparedOf
     let audio_section = sections.iter().find(|s| s.kind == "audio");
     let audio = match audio_section {
         None => AudioPlan::NotOffered,
-        Some(a)
-            if a.port_zero
-                && !lines[a.start + 1..a.end]
-                    .iter()
-                    .any(|l| *l == "a=bundle-only") =>
-        {
+        Some(a) if a.port_zero && !lines[a.start + 1..a.end].contains(&"a=bundle-only") => {
             AudioPlan::Rejected("the viewer disabled its audio section (port 0)".into())
         }
         Some(a) => choose_audio(a, &lines[a.start + 1..a.end]),
