@@ -6,9 +6,8 @@
 //! [`FrameSink`] given to [`Capture::start`], which outlives every pipeline generation.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -110,12 +109,14 @@ impl Shared {
 }
 
 use crate::media::lock;
+use crate::media::thread::SupervisorThread;
 
 /// A capture pipeline with its supervisor. Dropping it stops it, like [`Capture::stop`].
 pub struct Capture {
+    /// What the supervisor and the streaming thread update, and status reads.
     shared: Arc<Shared>,
-    stop_tx: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// The supervisor; stopping it tears the pipeline down.
+    supervisor: SupervisorThread,
 }
 
 /// What the supervisor thread needs, fixed for the capture's lifetime.
@@ -179,7 +180,6 @@ impl Capture {
         }
         drop(launch(&trial)?);
 
-        let (stop_tx, stop_rx) = mpsc::channel();
         let frame_ns = 1_000_000_000 / u64::from(opts.framerate.max(1));
         let shared = Arc::new(Shared {
             epoch: Instant::now(),
@@ -201,22 +201,18 @@ impl Capture {
             pts: Mutex::new(PtsContinuity::new(frame_ns)),
             sink,
         });
-        let job = Job {
-            opts,
-            encoder,
-            clock_overlay,
-            shared: shared.clone(),
-            stop_rx,
-        };
-        let thread = std::thread::Builder::new()
-            .name("camgate-capture".into())
-            .spawn(move || job.run())
-            .map_err(|e| MediaError::Thread(e.to_string()))?;
-        Ok(Capture {
-            shared,
-            stop_tx: Some(stop_tx),
-            thread: Some(thread),
-        })
+        let job_shared = shared.clone();
+        let supervisor = SupervisorThread::spawn("camgate-capture", "capture", move |stop_rx| {
+            Job {
+                opts,
+                encoder,
+                clock_overlay,
+                shared: job_shared,
+                stop_rx,
+            }
+            .run()
+        })?;
+        Ok(Capture { shared, supervisor })
     }
 
     /// Asks the encoder for an IDR (with SPS/PPS) as soon as possible, for a viewer that just
@@ -271,27 +267,9 @@ impl Capture {
             .unwrap_or_default()
     }
 
-    /// Sets the pipeline to NULL and waits for the supervisor to finish.
+    /// Sets the pipeline to NULL and waits for the supervisor to finish (dropping does too).
     pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(tx) = self.stop_tx.take() {
-            // An error only means the supervisor already exited.
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("capture supervisor thread panicked");
-        }
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.supervisor.stop();
     }
 }
 

@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod probe;
 pub mod supervisor;
 pub mod talkback;
+mod thread;
 
 pub use audio::{
     AudioCapture, AudioCodec, AudioOptions, AudioPacket, AudioPacketCounts, AudioSink,

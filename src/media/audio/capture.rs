@@ -6,9 +6,8 @@
 //! microphone or camera audio track only shows in [`AudioCapture::status`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -161,14 +160,14 @@ impl Shared {
 }
 
 use crate::media::lock;
+use crate::media::thread::SupervisorThread;
 
 /// An audio pipeline with its supervisor. Dropping it stops it, like [`AudioCapture::stop`].
 pub struct AudioCapture {
+    /// What the supervisor and the streaming threads update, and status reads.
     shared: Arc<Shared>,
-    /// Sending on it (or dropping it) stops the supervisor; None once stopped.
-    stop_tx: Option<Sender<()>>,
-    /// Joined on stop; None once joined.
-    thread: Option<JoinHandle<()>>,
+    /// The supervisor; stopping it tears the pipeline down.
+    supervisor: SupervisorThread,
 }
 
 /// What the supervisor thread needs, fixed for the capture's lifetime.
@@ -208,7 +207,6 @@ impl AudioCapture {
         // permanent and reported now.
         drop(launch(&plan)?);
 
-        let (stop_tx, stop_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             epoch: Instant::now(),
             packets: Default::default(),
@@ -221,21 +219,17 @@ impl AudioCapture {
             control: Mutex::new(Control::default()),
             sink,
         });
-        let job = Job {
-            opts,
-            plan,
-            shared: shared.clone(),
-            stop_rx,
-        };
-        let thread = std::thread::Builder::new()
-            .name("camgate-audio".into())
-            .spawn(move || job.run())
-            .map_err(|e| MediaError::Thread(e.to_string()))?;
-        Ok(AudioCapture {
-            shared,
-            stop_tx: Some(stop_tx),
-            thread: Some(thread),
-        })
+        let job_shared = shared.clone();
+        let supervisor = SupervisorThread::spawn("camgate-audio", "audio", move |stop_rx| {
+            Job {
+                opts,
+                plan,
+                shared: job_shared,
+                stop_rx,
+            }
+            .run()
+        })?;
+        Ok(AudioCapture { shared, supervisor })
     }
 
     /// Runs the G.711 branch for `codec` (PCMU or PCMA) only while `wanted`: the daemon turns
@@ -288,27 +282,9 @@ impl AudioCapture {
     }
 
     /// Sets the pipeline to NULL and waits for the supervisor to finish (within one poll
-    /// interval plus the pipeline's own shutdown).
+    /// interval plus the pipeline's own shutdown); dropping does too.
     pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(tx) = self.stop_tx.take() {
-            // An error only means the supervisor already exited.
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("audio supervisor thread panicked");
-        }
-    }
-}
-
-impl Drop for AudioCapture {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.supervisor.stop();
     }
 }
 
