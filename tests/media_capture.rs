@@ -332,10 +332,12 @@ fn looping_file_keeps_delivering_past_its_end() {
     let dir = std::env::temp_dir().join(format!("camgate-media-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("clip.mp4");
-    // 1 s of video.
+    // 1 s of video, and of AAC audio (which the video capture must leave undecoded: the
+    // audio capture reads it).
     let writer = gst::parse::launch(&format!(
         "videotestsrc num-buffers=30 pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
-         ! x264enc ! h264parse ! mp4mux ! filesink location=\"{}\"",
+         ! x264enc ! h264parse ! mp4mux name=mux ! filesink location=\"{}\" \
+         audiotestsrc num-buffers=47 samplesperbuffer=1024 ! audioconvert ! avenc_aac ! aacparse ! mux.",
         path.display()
     ))
     .unwrap();
@@ -378,6 +380,11 @@ fn looping_file_keeps_delivering_past_its_end() {
     let status = capture.status();
     assert_eq!(status.restarts, 0, "looping must not count as a failure");
     assert!(decode(&aus).0 >= 70);
+    let elements = capture.pipeline_elements();
+    assert!(
+        !elements.iter().any(|e| e.contains("aac") || e == "faad"),
+        "the video capture decodes the file's audio too: {elements:?}"
+    );
     capture.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

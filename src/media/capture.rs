@@ -349,6 +349,18 @@ impl Job {
             src.connect("select-stream", false, select_video_only);
             src.connect_pad_added(reject_non_h264);
         }
+        if let Some(dec) = pipeline.by_name(pipeline::FILE_DECODER_NAME) {
+            // Stop at a file's compressed audio: left undecoded and unlinked, it costs
+            // nothing (the demuxer carries on while the video pad is linked).
+            dec.connect("autoplug-continue", false, |args| {
+                let audio = args
+                    .get(2)
+                    .and_then(|v| v.get::<gst::Caps>().ok())
+                    .and_then(|caps| caps.structure(0).map(|s| s.name().starts_with("audio/")))
+                    .unwrap_or(false);
+                Some((!audio).to_value())
+            });
+        }
         appsink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample({

@@ -15,6 +15,9 @@ pub const SINK_NAME: &str = "sink";
 pub const ENCODER_NAME: &str = "enc";
 /// Name of the RTSP source, so the driver can check what the camera offers.
 pub const RTSP_SOURCE_NAME: &str = "src";
+/// Name of a file source's decodebin, so the driver can keep it from decoding audio (the
+/// audio capture reads the file's audio itself).
+pub const FILE_DECODER_NAME: &str = "filedec";
 
 /// A pipeline ready to be handed to `gst::parse::launch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +184,7 @@ pub fn plan(
             // instead of as fast as the CPU can decode.
             (
                 format!(
-                    "filesrc location={} ! decodebin ! {}",
+                    "filesrc location={} ! decodebin name={FILE_DECODER_NAME} ! {}",
                     quote(path)?,
                     encode_tail(&enc, opts, true, false)
                 ),

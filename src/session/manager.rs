@@ -187,7 +187,19 @@ impl SessionManager {
     /// Answers an offer: the core of both WHEP and KVS.
     pub async fn offer(&self, req: OfferRequest) -> Result<Answer, SessionError> {
         let started = Instant::now();
-        let prepared = sdp::prepare_offer_for(&req.sdp, self.video_profile.get())?;
+        let sending = self.video_profile.get();
+        let prepared = sdp::prepare_offer_for(&req.sdp, sending)?;
+        if let Some(id) = sending
+            && prepared.video_profile_unstated
+            && id >> 16 != 0x42
+        {
+            // Alexa offers H.264 without a profile; Echo Shows are documented for constrained
+            // baseline. What we send is declared truthfully, but may not play there.
+            tracing::warn!(
+                profile_level_id = format!("{id:06x}"),
+                "the viewer named no H.264 profile (as Alexa does) and the camera's stream is not                  baseline: if it shows no picture, set the camera's stream to Baseline, or for                  a V4L2 camera use source.format = \"mjpeg\" or \"raw\" so camgate encodes it"
+            );
+        }
 
         if let Some(viewer) = &req.viewer {
             let old: Vec<String> = self

@@ -175,6 +175,9 @@ pub struct PreparedOffer {
     pub video_payload_type: u8,
     /// The fmtp of that payload type, in the rewritten offer and in the answer.
     pub video_fmtp: String,
+    /// The viewer gave that payload type no fmtp (Alexa): it named no profile, so it may
+    /// expect constrained baseline.
+    pub video_profile_unstated: bool,
     /// The offer has `a=ice-options:trickle` (session or media level): we may answer before
     /// gathering ends and send candidates afterwards. Alexa's offers do not.
     pub trickle: bool,
@@ -297,6 +300,7 @@ pub fn prepare_offer_for(offer: &str, sending: Option<u32>) -> Result<PreparedOf
         sdp,
         video_payload_type: chosen.pt,
         video_fmtp,
+        video_profile_unstated: chosen.fmtp.is_none(),
         trickle,
         video_mid,
         video_index,
