@@ -136,27 +136,15 @@ pub fn plan(
             latency_ms,
         } => {
             required.extend(["rtspsrc", "rtph264depay"]);
-            let protocols = match transport {
-                RtspTransport::Tcp => "tcp",
-                RtspTransport::Udp => "udp",
-            };
-            let mut src = format!(
-                "rtspsrc name={RTSP_SOURCE_NAME} location={} protocols={protocols} latency={latency_ms}",
-                quote(url)?
-            );
-            if let Some(user) = username {
-                src.push_str(&format!(" user-id={}", quote(user)?));
-            }
-            if let Some(pw) = password {
-                src.push_str(&format!(" user-pw={}", quote(pw)?));
-                secrets.push(escape(pw));
-            }
-            if let Some(pw) = url::Url::parse(url)
-                .ok()
-                .and_then(|u| u.password().map(escape))
-            {
-                secrets.push(pw);
-            }
+            let src = rtsp_source(
+                RTSP_SOURCE_NAME,
+                url,
+                *transport,
+                username.as_deref(),
+                password.as_deref(),
+                *latency_ms,
+                &mut secrets,
+            )?;
             // The camera's H.264 goes through untouched: depayload, then h264parse re-inserts
             // SPS/PPS before every IDR so a viewer can join at any keyframe.
             (
@@ -237,6 +225,42 @@ fn sink_tail(sync: bool, drop: bool) -> String {
     format!(
         "video/x-h264,stream-format=byte-stream,alignment=au ! appsink name={SINK_NAME} sync={sync} max-buffers=8 drop={drop} enable-last-sample=false"
     )
+}
+
+/// An `rtspsrc` named `name` with the camera's connection settings (shared by the video session
+/// and the audio capture's own session, so a camera that needs credentials or TCP gets them on
+/// both). Passwords, as they appear in the description, are added to `secrets`.
+pub(crate) fn rtsp_source(
+    name: &str,
+    url: &str,
+    transport: RtspTransport,
+    username: Option<&str>,
+    password: Option<&str>,
+    latency_ms: u32,
+    secrets: &mut Vec<String>,
+) -> Result<String, MediaError> {
+    let protocols = match transport {
+        RtspTransport::Tcp => "tcp",
+        RtspTransport::Udp => "udp",
+    };
+    let mut src = format!(
+        "rtspsrc name={name} location={} protocols={protocols} latency={latency_ms}",
+        quote(url)?
+    );
+    if let Some(user) = username {
+        src.push_str(&format!(" user-id={}", quote(user)?));
+    }
+    if let Some(pw) = password {
+        src.push_str(&format!(" user-pw={}", quote(pw)?));
+        secrets.push(escape(pw));
+    }
+    if let Some(pw) = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(escape))
+    {
+        secrets.push(pw);
+    }
+    Ok(src)
 }
 
 pub(crate) fn escape(s: &str) -> String {

@@ -6,7 +6,7 @@
 
 use crate::media::MediaError;
 use crate::media::audio::{AudioOptions, AudioSourceSpec};
-use crate::media::options::{RtspTransport, SourceSpec};
+use crate::media::options::SourceSpec;
 
 /// Name of the source element, so the driver can attach signal handlers (rtspsrc) and
 /// attribute device errors (alsasrc, pulsesrc).
@@ -108,29 +108,15 @@ pub fn plan(opts: &AudioOptions) -> Result<AudioPlan, MediaError> {
             latency_ms,
         }) => {
             required.extend(["rtspsrc", "decodebin"]);
-            let protocols = match transport {
-                RtspTransport::Tcp => "tcp",
-                RtspTransport::Udp => "udp",
-            };
-            // The same connection settings as the video session, so a camera that needs
-            // credentials or TCP gets them on both.
-            let mut src = format!(
-                "rtspsrc name={SOURCE_NAME} location={} protocols={protocols} latency={latency_ms}",
-                quote(url)?
-            );
-            if let Some(user) = username {
-                src.push_str(&format!(" user-id={}", quote(user)?));
-            }
-            if let Some(pw) = password {
-                src.push_str(&format!(" user-pw={}", quote(pw)?));
-                secrets.push(escape(pw));
-            }
-            if let Some(pw) = url::Url::parse(url)
-                .ok()
-                .and_then(|u| u.password().map(escape))
-            {
-                secrets.push(pw);
-            }
+            let src = rtsp_source(
+                SOURCE_NAME,
+                url,
+                *transport,
+                username.as_deref(),
+                password.as_deref(),
+                *latency_ms,
+                &mut secrets,
+            )?;
             // decodebin picks the depayloader and decoder for whatever the camera sends
             // (AAC, G.711, Opus); the audio is decoded and re-encoded to Opus once.
             (
@@ -275,11 +261,12 @@ pub fn capture_time_ns(running_ns: Option<u64>, base_ns: Option<u64>, now_ns: u6
 
 pub use crate::media::error::debian_package;
 
-use crate::media::pipeline::{escape, quote};
+use crate::media::pipeline::{quote, rtsp_source};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::options::RtspTransport;
 
     fn opts(source: AudioSourceSpec) -> AudioOptions {
         AudioOptions {
