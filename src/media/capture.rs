@@ -6,7 +6,7 @@
 //! [`FrameSink`] given to [`Capture::start`], which outlives every pipeline generation.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -109,7 +109,7 @@ impl Shared {
 }
 
 use crate::media::lock;
-use crate::media::thread::SupervisorThread;
+use crate::media::thread::{Attempt, SupervisorThread, restart_loop};
 
 /// A capture pipeline with its supervisor. Dropping it stops it, like [`Capture::stop`].
 pub struct Capture {
@@ -126,11 +126,6 @@ struct Job {
     clock_overlay: bool,
     shared: Arc<Shared>,
     stop_rx: Receiver<()>,
-}
-
-enum Outcome {
-    Stopped,
-    Failed(MediaError),
 }
 
 impl Capture {
@@ -275,50 +270,38 @@ impl Capture {
 
 impl Job {
     fn run(self) {
-        let mut backoff = Backoff::new(
+        let backoff = Backoff::new(
             self.opts.backoff_min,
             self.opts.backoff_max,
             self.opts.healthy_after,
         );
-        let mut attempt = 0u64;
-        loop {
-            self.shared.slow().state = CaptureState::Starting;
-            match self.run_once(&mut backoff) {
-                Outcome::Stopped => break,
-                Outcome::Failed(err) => {
-                    attempt += 1;
-                    let delay = backoff.on_failure(Instant::now());
-                    self.shared.restarts.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        source = %describe_source(&self.opts.source),
-                        error = %err,
-                        retry_in_ms = delay.as_millis() as u64,
-                        attempt,
-                        "capture pipeline failed; restarting"
-                    );
-                    {
-                        let mut slow = self.shared.slow();
-                        slow.last_error = Some(err.to_string());
-                        slow.state = CaptureState::Restarting {
-                            attempt,
-                            retry_in: delay,
-                        };
-                    }
-                    match self.stop_rx.recv_timeout(delay) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-            }
-        }
+        restart_loop(
+            &self.stop_rx,
+            backoff,
+            || self.shared.slow().state = CaptureState::Starting,
+            |backoff| self.run_once(backoff),
+            |attempt, retry_in, err| {
+                self.shared.restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    source = %describe_source(&self.opts.source),
+                    error = %err,
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    attempt,
+                    "capture pipeline failed; restarting"
+                );
+                let mut slow = self.shared.slow();
+                slow.last_error = Some(err.to_string());
+                slow.state = CaptureState::Restarting { attempt, retry_in };
+            },
+        );
         self.shared.slow().state = CaptureState::Stopped;
     }
 
     /// Builds one pipeline, plays it until it fails or we are told to stop, and tears it down.
-    fn run_once(&self, backoff: &mut Backoff) -> Outcome {
+    fn run_once(&self, backoff: &mut Backoff) -> Attempt {
         let (pipeline, plan) = match self.build() {
             Ok(p) => p,
-            Err(e) => return Outcome::Failed(e),
+            Err(e) => return Attempt::Failed(e),
         };
         let outcome = self.play(&pipeline, &plan, backoff);
         *lock(&self.shared.current) = None;
@@ -391,9 +374,9 @@ impl Job {
         pipeline: &gst::Pipeline,
         plan: &PipelinePlan,
         backoff: &mut Backoff,
-    ) -> Outcome {
+    ) -> Attempt {
         let Some(bus) = pipeline.bus() else {
-            return Outcome::Failed(MediaError::Build {
+            return Attempt::Failed(MediaError::Build {
                 description: plan.redacted(),
                 reason: "pipeline has no bus".into(),
             });
@@ -406,7 +389,7 @@ impl Job {
                         gst::MessageView::Error(err) => Some(element_error(err)),
                         _ => None,
                     });
-            return Outcome::Failed(reason.unwrap_or(MediaError::StateChange {
+            return Attempt::Failed(reason.unwrap_or(MediaError::StateChange {
                 state: "PLAYING",
                 reason: e.to_string(),
             }));
@@ -415,7 +398,7 @@ impl Job {
         let mut running = false;
         loop {
             match self.stop_rx.try_recv() {
-                Ok(()) | Err(TryRecvError::Disconnected) => return Outcome::Stopped,
+                Ok(()) | Err(TryRecvError::Disconnected) => return Attempt::Stopped,
                 Err(TryRecvError::Empty) => {}
             }
             if let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(POLL.as_nanos() as u64))
@@ -424,7 +407,7 @@ impl Job {
                     gst::MessageView::Error(err) => {
                         let err = element_error(err);
                         tracing::error!(error = %err, "capture pipeline error");
-                        return Outcome::Failed(err);
+                        return Attempt::Failed(err);
                     }
                     gst::MessageView::Eos(_) if plan.looping => {
                         tracing::debug!("end of file; looping");
@@ -435,13 +418,13 @@ impl Job {
                             gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
                             gst::ClockTime::ZERO,
                         ) {
-                            return Outcome::Failed(MediaError::StateChange {
+                            return Attempt::Failed(MediaError::StateChange {
                                 state: "seek to start",
                                 reason: e.to_string(),
                             });
                         }
                     }
-                    gst::MessageView::Eos(_) => return Outcome::Failed(MediaError::EndOfStream),
+                    gst::MessageView::Eos(_) => return Attempt::Failed(MediaError::EndOfStream),
                     gst::MessageView::Warning(w) => {
                         tracing::warn!(
                             element = %w.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
@@ -474,7 +457,7 @@ impl Job {
                 self.opts.startup_timeout,
                 self.opts.stall_timeout,
             ) {
-                return Outcome::Failed(MediaError::Stalled(limit));
+                return Attempt::Failed(MediaError::Stalled(limit));
             }
         }
     }

@@ -4,10 +4,58 @@
 //! supervisor does blocks (bus waits, state changes that close devices and connections), and
 //! capture must work before, and independently of, any async runtime.
 
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::media::MediaError;
+use crate::media::supervisor::Backoff;
+
+/// How one pipeline attempt ended.
+pub(crate) enum Attempt {
+    /// Told to stop while it ran.
+    Stopped,
+    /// Failed; retried after the backoff.
+    Failed(MediaError),
+    /// Nothing to retry (a camera stream without audio).
+    Final,
+}
+
+/// How [`restart_loop`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LoopEnd {
+    Stopped,
+    Final,
+}
+
+/// A supervisor's life: run attempts until told to stop (or one is final), waiting out the
+/// backoff after each failure. `starting` is called before every attempt, `failed(attempt,
+/// retry_in, error)` after each failure (to log it and record it in the status).
+pub(crate) fn restart_loop(
+    stop_rx: &Receiver<()>,
+    mut backoff: Backoff,
+    mut starting: impl FnMut(),
+    mut run_once: impl FnMut(&mut Backoff) -> Attempt,
+    mut failed: impl FnMut(u64, Duration, &MediaError),
+) -> LoopEnd {
+    let mut attempt = 0u64;
+    loop {
+        starting();
+        match run_once(&mut backoff) {
+            Attempt::Stopped => return LoopEnd::Stopped,
+            Attempt::Final => return LoopEnd::Final,
+            Attempt::Failed(err) => {
+                attempt += 1;
+                let delay = backoff.on_failure(Instant::now());
+                failed(attempt, delay, &err);
+                match stop_rx.recv_timeout(delay) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return LoopEnd::Stopped,
+                }
+            }
+        }
+    }
+}
 
 /// A running supervisor thread. Dropping it stops the thread and waits for it.
 pub(crate) struct SupervisorThread {
@@ -56,5 +104,69 @@ impl SupervisorThread {
 impl Drop for SupervisorThread {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backoff() -> Backoff {
+        Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(4),
+            Duration::from_secs(60),
+        )
+    }
+
+    #[test]
+    fn failures_are_retried_with_backoff_until_an_attempt_is_final() {
+        let (_tx, rx) = mpsc::channel();
+        let mut starts = 0;
+        let mut failures = Vec::new();
+        let mut left = 3;
+        let end = restart_loop(
+            &rx,
+            backoff(),
+            || starts += 1,
+            |_| {
+                left -= 1;
+                if left == 0 {
+                    Attempt::Final
+                } else {
+                    Attempt::Failed(MediaError::EndOfStream)
+                }
+            },
+            |attempt, delay, _| failures.push((attempt, delay)),
+        );
+        assert_eq!(end, LoopEnd::Final);
+        assert_eq!(starts, 3);
+        assert_eq!(
+            failures,
+            [(1, Duration::from_millis(1)), (2, Duration::from_millis(2))]
+        );
+    }
+
+    #[test]
+    fn a_stop_during_the_wait_ends_the_loop() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(()).unwrap();
+        let mut runs = 0;
+        let end = restart_loop(
+            &rx,
+            backoff(),
+            || {},
+            |_| {
+                runs += 1;
+                Attempt::Failed(MediaError::EndOfStream)
+            },
+            |_, _, _| {},
+        );
+        assert_eq!((end, runs), (LoopEnd::Stopped, 1));
+        let (_tx, rx) = mpsc::channel();
+        assert_eq!(
+            restart_loop(&rx, backoff(), || {}, |_| Attempt::Stopped, |_, _, _| {}),
+            LoopEnd::Stopped
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! microphone or camera audio track only shows in [`AudioCapture::status`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -160,7 +160,7 @@ impl Shared {
 }
 
 use crate::media::lock;
-use crate::media::thread::SupervisorThread;
+use crate::media::thread::{Attempt, LoopEnd, SupervisorThread, restart_loop};
 
 /// An audio pipeline with its supervisor. Dropping it stops it, like [`AudioCapture::stop`].
 pub struct AudioCapture {
@@ -176,12 +176,6 @@ struct Job {
     plan: AudioPlan,
     shared: Arc<Shared>,
     stop_rx: Receiver<()>,
-}
-
-enum Outcome {
-    Stopped,
-    NoAudio,
-    Failed(MediaError),
 }
 
 impl AudioCapture {
@@ -290,62 +284,49 @@ impl AudioCapture {
 
 impl Job {
     fn run(self) {
-        let mut backoff = Backoff::new(
+        let backoff = Backoff::new(
             self.opts.backoff_min,
             self.opts.backoff_max,
             self.opts.healthy_after,
         );
-        let mut attempt = 0u64;
-        loop {
-            self.shared.slow().state = AudioState::Starting;
-            match self.run_once(&mut backoff) {
-                Outcome::Stopped => break,
-                Outcome::NoAudio => {
-                    tracing::info!(
-                        source = %describe_source(&self.opts.source),
-                        "the source has no audio track; audio stays off"
-                    );
-                    self.shared.slow().state = AudioState::NoAudio;
-                    // Nothing to retry; wait until told to stop (an error means the
-                    // AudioCapture is gone).
-                    let _ = self.stop_rx.recv();
-                    break;
-                }
-                Outcome::Failed(err) => {
-                    attempt += 1;
-                    let delay = backoff.on_failure(Instant::now());
-                    self.shared.restarts.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        source = %describe_source(&self.opts.source),
-                        error = %err,
-                        retry_in_ms = delay.as_millis() as u64,
-                        attempt,
-                        "audio pipeline failed; restarting"
-                    );
-                    {
-                        let mut slow = self.shared.slow();
-                        slow.last_error = Some(err.to_string());
-                        slow.state = AudioState::Restarting {
-                            attempt,
-                            retry_in: delay,
-                        };
-                    }
-                    match self.stop_rx.recv_timeout(delay) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-            }
+        let end = restart_loop(
+            &self.stop_rx,
+            backoff,
+            || self.shared.slow().state = AudioState::Starting,
+            |backoff| self.run_once(backoff),
+            |attempt, retry_in, err| {
+                self.shared.restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    source = %describe_source(&self.opts.source),
+                    error = %err,
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    attempt,
+                    "audio pipeline failed; restarting"
+                );
+                let mut slow = self.shared.slow();
+                slow.last_error = Some(err.to_string());
+                slow.state = AudioState::Restarting { attempt, retry_in };
+            },
+        );
+        if end == LoopEnd::Final {
+            tracing::info!(
+                source = %describe_source(&self.opts.source),
+                "the source has no audio track; audio stays off"
+            );
+            self.shared.slow().state = AudioState::NoAudio;
+            // Nothing to retry; wait until told to stop (an error means the AudioCapture is
+            // gone).
+            let _ = self.stop_rx.recv();
         }
         self.shared.slow().state = AudioState::Stopped;
     }
 
     /// Builds one pipeline, plays it until it fails or we are told to stop, and tears it down.
-    fn run_once(&self, backoff: &mut Backoff) -> Outcome {
+    fn run_once(&self, backoff: &mut Backoff) -> Attempt {
         let census = Arc::new(Mutex::new(TrackCensus::default()));
         let pipeline = match self.build(&census) {
             Ok(p) => p,
-            Err(e) => return Outcome::Failed(e),
+            Err(e) => return Attempt::Failed(e),
         };
         let outcome = self.play(&pipeline, &census, backoff);
         lock(&self.shared.control).pipeline = None;
@@ -430,20 +411,20 @@ impl Job {
         pipeline: &gst::Pipeline,
         census: &Mutex<TrackCensus>,
         backoff: &mut Backoff,
-    ) -> Outcome {
+    ) -> Attempt {
         // A failure of a camera that described only non-audio streams is its answer to "no
         // audio selected", not a fault to retry.
         let failed = |err: MediaError| {
             let mut census = lock(census);
             census.complete();
             if census.no_audio() {
-                Outcome::NoAudio
+                Attempt::Final
             } else {
-                Outcome::Failed(err)
+                Attempt::Failed(err)
             }
         };
         let Some(bus) = pipeline.bus() else {
-            return Outcome::Failed(MediaError::Build {
+            return Attempt::Failed(MediaError::Build {
                 description: self.plan.redacted(),
                 reason: "pipeline has no bus".into(),
             });
@@ -465,7 +446,7 @@ impl Job {
         let mut running = false;
         loop {
             match self.stop_rx.try_recv() {
-                Ok(()) | Err(TryRecvError::Disconnected) => return Outcome::Stopped,
+                Ok(()) | Err(TryRecvError::Disconnected) => return Attempt::Stopped,
                 Err(TryRecvError::Empty) => {}
             }
             if let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(POLL.as_nanos() as u64))
@@ -474,7 +455,7 @@ impl Job {
                     gst::MessageView::Error(err) => {
                         let err = self.element_error(err);
                         let outcome = failed(err);
-                        if let Outcome::Failed(err) = &outcome {
+                        if let Attempt::Failed(err) = &outcome {
                             tracing::error!(error = %err, "audio pipeline error");
                         }
                         return outcome;
@@ -487,13 +468,13 @@ impl Job {
                             gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
                             gst::ClockTime::ZERO,
                         ) {
-                            return Outcome::Failed(MediaError::StateChange {
+                            return Attempt::Failed(MediaError::StateChange {
                                 state: "seek to start",
                                 reason: e.to_string(),
                             });
                         }
                     }
-                    gst::MessageView::Eos(_) => return Outcome::Failed(MediaError::EndOfStream),
+                    gst::MessageView::Eos(_) => return Attempt::Failed(MediaError::EndOfStream),
                     // parsebin lists the file's streams once it has found them all.
                     gst::MessageView::StreamCollection(c)
                         if c.src().is_some_and(|s| s.name().as_str() == DEMUX_NAME) =>
@@ -517,7 +498,7 @@ impl Job {
             }
             // A file lists all its streams (the collection above) without failing.
             if lock(census).no_audio() {
-                return Outcome::NoAudio;
+                return Attempt::Final;
             }
             let now = Instant::now();
             let last = self.shared.last_packet_at();
