@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::media::audio::{AudioCapture, AudioCodec, AudioOptions, AudioPacket, AudioSink};
+use crate::media::lock;
 use crate::media::talkback::{Talkback, TalkbackOptions};
 use crate::rtp::{Frame, OpusPacketizer, Payloader};
 use crate::session::{AudioService, FrameFeed, G711Demand};
@@ -138,10 +139,6 @@ fn sends_audio(c: &AudioCapture) -> bool {
     c.status().sends_audio()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Packetizes each encoded audio frame once, into the feed of its codec. Runs on the audio
 /// pipeline's streaming thread.
 fn packetizing_sink(feeds: [FrameFeed; 3], errors: Arc<AtomicU64>) -> AudioSink {
@@ -159,15 +156,6 @@ fn packetizing_sink(feeds: [FrameFeed; 3], errors: Arc<AtomicU64>) -> AudioSink 
         let mut frame = Frame::new();
         let result =
             lock(&packetizers)[slot].packetize_into(&packet.data, packet.pts_ns, &mut frame);
-        match result {
-            Ok(()) if !frame.is_empty() => feeds[slot].publish(Arc::new(frame)),
-            Ok(()) => {}
-            Err(e) => {
-                let n = errors.fetch_add(1, Ordering::Relaxed);
-                if n < 5 || n.is_multiple_of(100) {
-                    tracing::warn!(count = n + 1, "audio frame dropped: {e}");
-                }
-            }
-        }
+        super::publish(result, frame, &feeds[slot], &errors, "audio frame");
     })
 }

@@ -314,19 +314,30 @@ fn packetizing_sink(
             }
             r
         };
-        match result {
-            Ok(()) if !frame.is_empty() => feed.publish(Arc::new(frame)),
-            Ok(()) => {}
-            Err(e) => {
-                let n = errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Log the first few and then every hundredth: a broken encoder must not flood
-                // the journal.
-                if n < 5 || n.is_multiple_of(100) {
-                    tracing::warn!(count = n + 1, "access unit dropped: {e}");
-                }
+        publish(result, frame, &feed, &errors, "access unit");
+    })
+}
+
+/// Hands a packetized frame to its viewers, or counts (and sparingly logs) why there is none.
+fn publish(
+    result: Result<(), crate::rtp::PacketizeError>,
+    frame: Frame,
+    feed: &FrameFeed,
+    errors: &std::sync::atomic::AtomicU64,
+    what: &str,
+) {
+    match result {
+        Ok(()) if !frame.is_empty() => feed.publish(Arc::new(frame)),
+        Ok(()) => {}
+        Err(e) => {
+            let n = errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Log the first few and then every hundredth: a broken encoder must not flood
+            // the journal.
+            if n < 5 || n.is_multiple_of(100) {
+                tracing::warn!(count = n + 1, "{what} dropped: {e}");
             }
         }
-    })
+    }
 }
 
 fn announce(opts: &DaemonOptions, bound: SocketAddr, mode: &str) {
