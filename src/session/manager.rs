@@ -22,7 +22,7 @@ use super::audio::AudioService;
 use super::feed::{FrameFeed, KeyframeRequests};
 use super::peer::{self, AudioPeerPlan, NetworkOptions, PeerEvents};
 use super::ports::PortPool;
-use super::sdp::{self, AudioCodec, AudioPlan, Direction, SdpError};
+use super::sdp::{self, AudioPlan, Direction, SdpError};
 use super::viewer::{MediaTask, ViewerCounters};
 use crate::rtp::Stamper;
 
@@ -272,12 +272,12 @@ impl SessionManager {
             .audio
             .as_ref()
             .map(|_| Arc::new(ViewerCounters::default()));
-        let audio_summary = audio_answer.map(|(codec, pt, dir)| {
-            (
-                format!("{}/{pt} {}", codec_name(codec), dir.as_str()),
-                audio_counters.clone(),
-            )
-        });
+        // e.g. "opus/111 sendrecv", for /stats and the log line below.
+        let audio_desc =
+            audio_answer.map(|(codec, pt, dir)| format!("{}/{pt} {}", codec.name(), dir.as_str()));
+        let audio_summary = audio_desc
+            .clone()
+            .map(|desc| (desc, audio_counters.clone()));
         let (done_tx, done_rx) = watch::channel(false);
         let admitted = {
             let mut inner = self.lock();
@@ -351,9 +351,7 @@ impl SessionManager {
             session = %id,
             viewer = req.viewer.as_deref().unwrap_or("-"),
             payload_type = prepared.video_payload_type,
-            audio = audio_answer
-                .map(|(c, pt, d)| format!("{}/{pt} {}", codec_name(c), d.as_str()))
-                .unwrap_or_else(|| "none".into()),
+            audio = audio_desc.as_deref().unwrap_or("none"),
             trickled,
             candidates = sdp::candidate_count(&answer),
             ms = offer_to_answer.as_millis() as u64,
@@ -550,14 +548,6 @@ async fn negotiate(
         .await
         .map(|d| sdp::finish_answer(&d.sdp, trickled))
         .ok_or_else(|| SessionError::Internal("no local description after answering".into()))
-}
-
-fn codec_name(codec: AudioCodec) -> &'static str {
-    match codec {
-        AudioCodec::Opus => "opus",
-        AudioCodec::Pcmu => "pcmu",
-        AudioCodec::Pcma => "pcma",
-    }
 }
 
 /// A session's whole life after the answer.
