@@ -76,6 +76,35 @@ async fn wait_stats(
     }
 }
 
+/// A test-pattern daemon whose talkback plays into the WAV file `wav`.
+async fn talkback_daemon(wav: &Path) -> Daemon {
+    let sink = format!("file:{}", wav.display());
+    let d = Daemon::start(
+        &env_with(&[
+            ("CAMGATE__AUDIO__TALKBACK", "true"),
+            ("CAMGATE__AUDIO__TALKBACK_SINK", &sink),
+        ]),
+        &[],
+    );
+    d.wait_healthy(Duration::from_secs(15)).await;
+    d
+}
+
+/// Waits (bounded) until the daemon's talkback has played `n` packets, failing otherwise.
+async fn assert_talkback_plays(d: &Daemon, n: u64) {
+    let played = |s: &serde_json::Value| {
+        s["audio"]["talkback"]["packets_played"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let s = wait_stats(d, Duration::from_secs(10), |s| played(s) >= n).await;
+    assert!(
+        played(&s) >= n,
+        "talkback played too little: {s}\n{}",
+        d.log()
+    );
+}
+
 /// The samples of a 16-bit PCM WAV file and its rate.
 fn read_wav(path: &Path) -> (Vec<i16>, u32) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -171,15 +200,7 @@ async fn opus_and_g711_viewers_hear_the_tone_and_g711_runs_only_while_needed() {
 async fn talkback_plays_the_viewers_tone_and_releases_the_sink() {
     let dir = temp_dir("talkback");
     let wav = dir.join("talk.wav");
-    let sink = format!("file:{}", wav.display());
-    let d = Daemon::start(
-        &env_with(&[
-            ("CAMGATE__AUDIO__TALKBACK", "true"),
-            ("CAMGATE__AUDIO__TALKBACK_SINK", &sink),
-        ]),
-        &[],
-    );
-    d.wait_healthy(Duration::from_secs(15)).await;
+    let d = talkback_daemon(&wav).await;
 
     let (v, answer) = join(
         &d,
@@ -192,21 +213,7 @@ async fn talkback_plays_the_viewers_tone_and_releases_the_sink() {
     assert!(audio_section(&answer).contains("a=sendrecv"), "{answer}");
     assert!(v.wait_connected(Duration::from_secs(10)).await);
     v.start_talking();
-    let s = wait_stats(&d, Duration::from_secs(10), |s| {
-        s["audio"]["talkback"]["packets_played"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 100
-    })
-    .await;
-    assert!(
-        s["audio"]["talkback"]["packets_played"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 100,
-        "talkback played too little: {s}\n{}",
-        d.log()
-    );
+    assert_talkback_plays(&d, 100).await;
     // The viewer hangs up while talking: the sink is released within a second or so.
     v.close().await;
     let s = wait_stats(&d, Duration::from_secs(3), |s| {
@@ -237,15 +244,7 @@ async fn talkback_plays_the_viewers_tone_and_releases_the_sink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_audio_input_leaves_everyone_else_playing() {
     let dir = temp_dir("bad-audio");
-    let sink = format!("file:{}", dir.join("talk.wav").display());
-    let d = Daemon::start(
-        &env_with(&[
-            ("CAMGATE__AUDIO__TALKBACK", "true"),
-            ("CAMGATE__AUDIO__TALKBACK_SINK", &sink),
-        ]),
-        &[],
-    );
-    d.wait_healthy(Duration::from_secs(15)).await;
+    let d = talkback_daemon(&dir.join("talk.wav")).await;
     let (watcher, _) = join(&d, ViewerOptions::browser()).await;
     assert!(
         watcher
@@ -314,21 +313,7 @@ a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:3
     );
     // The talkback player is still usable: the same viewer now sends a real tone.
     noisy.start_talking();
-    let s = wait_stats(&d, Duration::from_secs(10), |s| {
-        s["audio"]["talkback"]["packets_played"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 50
-    })
-    .await;
-    assert!(
-        s["audio"]["talkback"]["packets_played"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 50,
-        "{s}\n{}",
-        d.log()
-    );
+    assert_talkback_plays(&d, 50).await;
     noisy.close().await;
     assert!(d.stats().await["health"]["ok"].as_bool().unwrap_or(false));
     let _ = std::fs::remove_dir_all(&dir);
