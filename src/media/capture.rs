@@ -81,10 +81,9 @@ struct Current {
 }
 
 struct Shared {
-    epoch: Instant,
     frames: AtomicU64,
-    /// Arrival of the last access unit, in ns since `epoch` plus one (0 = none yet).
-    last_frame: AtomicU64,
+    /// Arrival of the last access unit.
+    last_frame: LastArrival,
     restarts: AtomicU64,
     keyframe_requests_ignored: AtomicU64,
     /// Whether this pipeline's caps (size) were already recorded, so the hot path skips it.
@@ -97,10 +96,7 @@ struct Shared {
 
 impl Shared {
     fn last_frame_at(&self) -> Option<Instant> {
-        match self.last_frame.load(Ordering::Acquire) {
-            0 => None,
-            n => Some(self.epoch + Duration::from_nanos(n - 1)),
-        }
+        self.last_frame.get()
     }
 
     fn slow(&self) -> MutexGuard<'_, SlowStatus> {
@@ -109,7 +105,7 @@ impl Shared {
 }
 
 use crate::media::lock;
-use crate::media::thread::{Attempt, SupervisorThread, restart_loop};
+use crate::media::thread::{Attempt, LastArrival, SupervisorThread, restart_loop};
 
 /// A capture pipeline with its supervisor. Dropping it stops it, like [`Capture::stop`].
 pub struct Capture {
@@ -177,9 +173,8 @@ impl Capture {
 
         let frame_ns = 1_000_000_000 / u64::from(opts.framerate.max(1));
         let shared = Arc::new(Shared {
-            epoch: Instant::now(),
             frames: AtomicU64::new(0),
-            last_frame: AtomicU64::new(0),
+            last_frame: LastArrival::new(),
             restarts: AtomicU64::new(0),
             keyframe_requests_ignored: AtomicU64::new(0),
             caps_known: AtomicBool::new(false),
@@ -493,7 +488,9 @@ fn on_sample(shared: &Shared, sink: &gst_app::AppSink) -> Result<gst::FlowSucces
             .and_then(|seg| seg.to_running_time(pts))
             .unwrap_or(pts),
         (Some(pts), None) => pts,
-        (None, _) => gst::ClockTime::from_nseconds(shared.epoch.elapsed().as_nanos() as u64),
+        (None, _) => {
+            gst::ClockTime::from_nseconds(shared.last_frame.since_epoch().as_nanos() as u64)
+        }
     };
     // Copied, not borrowed: holding GStreamer memory while viewers send could starve a
     // camera's fixed buffer pool, and an AU is a few KB.
@@ -503,8 +500,7 @@ fn on_sample(shared: &Shared, sink: &gst_app::AppSink) -> Result<gst::FlowSucces
     };
     let pts_ns = lock(&shared.pts).map(running.nseconds());
     shared.frames.fetch_add(1, Ordering::Relaxed);
-    let arrived = shared.epoch.elapsed().as_nanos() as u64 + 1;
-    shared.last_frame.store(arrived, Ordering::Release);
+    shared.last_frame.mark();
     (shared.sink)(AccessUnit {
         data,
         pts_ns,

@@ -11,6 +11,42 @@ use std::time::{Duration, Instant};
 use crate::media::MediaError;
 use crate::media::supervisor::Backoff;
 
+/// When a pipeline last delivered something: written on the streaming thread without a lock,
+/// read by the supervisor (stall detection) and by status.
+pub(crate) struct LastArrival {
+    /// The clock's zero.
+    epoch: Instant,
+    /// Nanoseconds since `epoch`, plus one (0 = nothing yet).
+    at: std::sync::atomic::AtomicU64,
+}
+
+impl LastArrival {
+    pub(crate) fn new() -> Self {
+        LastArrival {
+            epoch: Instant::now(),
+            at: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Something arrived now.
+    pub(crate) fn mark(&self) {
+        let ns = self.epoch.elapsed().as_nanos() as u64 + 1;
+        self.at.store(ns, std::sync::atomic::Ordering::Release);
+    }
+
+    pub(crate) fn get(&self) -> Option<Instant> {
+        match self.at.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            n => Some(self.epoch + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    /// Time since the clock's zero, for a timestamp when a buffer has none.
+    pub(crate) fn since_epoch(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+}
+
 /// How one pipeline attempt ended.
 pub(crate) enum Attempt {
     /// Told to stop while it ran.

@@ -135,11 +135,10 @@ impl Control {
 }
 
 struct Shared {
-    epoch: Instant,
     /// Per codec, indexed by `AudioCodec::index`.
     packets: [AtomicU64; 3],
-    /// Arrival of the last Opus packet, in ns since `epoch` plus one (0 = none yet).
-    last_packet: AtomicU64,
+    /// Arrival of the last Opus packet.
+    last_packet: LastArrival,
     restarts: AtomicU64,
     slow: Mutex<SlowStatus>,
     control: Mutex<Control>,
@@ -148,10 +147,7 @@ struct Shared {
 
 impl Shared {
     fn last_packet_at(&self) -> Option<Instant> {
-        match self.last_packet.load(Ordering::Acquire) {
-            0 => None,
-            n => Some(self.epoch + Duration::from_nanos(n - 1)),
-        }
+        self.last_packet.get()
     }
 
     fn slow(&self) -> MutexGuard<'_, SlowStatus> {
@@ -160,7 +156,7 @@ impl Shared {
 }
 
 use crate::media::lock;
-use crate::media::thread::{Attempt, LoopEnd, SupervisorThread, restart_loop};
+use crate::media::thread::{Attempt, LastArrival, LoopEnd, SupervisorThread, restart_loop};
 
 /// An audio pipeline with its supervisor. Dropping it stops it, like [`AudioCapture::stop`].
 pub struct AudioCapture {
@@ -202,9 +198,8 @@ impl AudioCapture {
         drop(launch(&plan)?);
 
         let shared = Arc::new(Shared {
-            epoch: Instant::now(),
             packets: Default::default(),
-            last_packet: AtomicU64::new(0),
+            last_packet: LastArrival::new(),
             restarts: AtomicU64::new(0),
             slow: Mutex::new(SlowStatus {
                 state: AudioState::Starting,
@@ -667,8 +662,7 @@ fn on_sample(
     };
     shared.packets[codec.index()].fetch_add(1, Ordering::Relaxed);
     if codec == AudioCodec::Opus {
-        let arrived = shared.epoch.elapsed().as_nanos() as u64 + 1;
-        shared.last_packet.store(arrived, Ordering::Release);
+        shared.last_packet.mark();
     }
     (shared.sink)(AudioPacket {
         codec,
