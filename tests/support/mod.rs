@@ -1,10 +1,12 @@
 //! Shared test support: the daemon as a child process, and a real WebRTC viewer.
 #![allow(dead_code)]
 
+pub mod alexa;
 pub mod avsync;
 pub mod daemon;
 pub mod gst;
 pub mod kvs;
+pub mod lambda;
 pub mod rtsp;
 pub mod sound;
 pub mod turn;
