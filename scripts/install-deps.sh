@@ -2,7 +2,8 @@
 # Installs the system packages camgate needs on Debian 12 / Ubuntu 22.04+.
 #   install-deps.sh          build + run (GStreamer dev libs and plugins)
 #   install-deps.sh --test   also what the test suite needs (RTSP server lib, Chromium, Node,
-#                            coturn as a loopback TURN server)
+#                            coturn as a loopback TURN server) and CI's Lambda zip build
+#                            (pip, for zig from PyPI: scripts/build-alexa-skill.sh)
 # Runs apt-get as root (or through sudo). Safe to run again.
 set -euo pipefail
 
@@ -21,7 +22,8 @@ pkgs=(
   gstreamer1.0-alsa gstreamer1.0-pulseaudio
 )
 if [ "$want_test" = 1 ]; then
-  pkgs+=(gstreamer1.0-rtsp libgstrtspserver-1.0-dev chromium iproute2 procps coturn)
+  pkgs+=(gstreamer1.0-rtsp libgstrtspserver-1.0-dev chromium iproute2 procps coturn
+    python3-pip)
   # Tests start their own turnserver on 127.0.0.1 (tests/support/turn.rs). Debian enables a
   # system-wide one on 0.0.0.0:3478 when coturn is installed; keep it off unless it was here.
   dpkg -s coturn >/dev/null 2>&1 || new_coturn=1

@@ -53,7 +53,9 @@ fn skill_env(kvs: &Kvs, cameras: Value) -> Vec<(String, String)> {
     let creds = kvs.emu.credentials();
     let mut env = vec![
         ("CAMGATE_CAMERAS".to_owned(), cameras.to_string()),
-        ("AWS_REGION".to_owned(), kvs.emu.region().to_owned()),
+        // Alexa runs Smart Home Lambdas in us-east-1, eu-west-1 or us-west-2 only; the
+        // channel is elsewhere, so the cameras name their region (or their ARN does).
+        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
         ("AWS_ACCESS_KEY_ID".to_owned(), creds.access_key_id.clone()),
         (
             "AWS_SECRET_ACCESS_KEY".to_owned(),
@@ -126,7 +128,7 @@ async fn an_echo_show_reaches_the_camera_through_the_skill() {
     let api = RuntimeApi::start().await;
     let cameras = json!([
         {"endpoint_id": "front-door", "friendly_name": "Front Door", "channel_name": CHANNEL,
-         "display_category": "DOORBELL", "full_duplex": true},
+         "region": kvs.emu.region(), "display_category": "DOORBELL", "full_duplex": true},
         {"endpoint_id": "garage", "friendly_name": "Garage", "channel_arn": kvs.channel.arn,
          "display_category": "CAMERA", "full_duplex": false},
     ]);

@@ -60,6 +60,11 @@ impl ChannelArn {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The region the ARN names (its fourth field).
+    pub fn region(&self) -> &str {
+        self.0.split(':').nth(3).unwrap_or_default()
+    }
 }
 
 impl fmt::Display for ChannelArn {
@@ -104,6 +109,10 @@ pub struct Camera {
     /// Shown in the Alexa app under the device; a default names camgate.
     pub description: Option<String>,
     pub channel: ChannelRef,
+    /// The channel's region when it is not the Lambda's own (`AWS_REGION`): given, or taken
+    /// from `channel_arn`. Alexa runs Smart Home Lambdas only in us-east-1, eu-west-1 and
+    /// us-west-2; the camera's channel may live anywhere.
+    pub region: Option<String>,
     pub display_category: DisplayCategory,
     /// Tap-to-talk (both directions at once) rather than push-to-talk.
     pub full_duplex: bool,
@@ -163,6 +172,8 @@ struct RawCamera {
     channel_name: Option<String>,
     #[serde(default)]
     channel_arn: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
     #[serde(default)]
     display_category: DisplayCategory,
     #[serde(default)]
@@ -227,6 +238,23 @@ pub fn parse(json: &str) -> Result<Cameras, CamerasError> {
                 return Err(invalid("channel_name or channel_arn is required".into()));
             }
         };
+        if let Some(region) = &r.region
+            && !region_ok(region)
+        {
+            return Err(invalid(format!(
+                "region {region:?} is not an AWS region name (e.g. eu-central-1)"
+            )));
+        }
+        let region = match (&channel, r.region) {
+            (ChannelRef::Arn(arn), Some(region)) if region != arn.region() => {
+                return Err(invalid(format!(
+                    "region {region:?} differs from the region of channel_arn ({})",
+                    arn.region()
+                )));
+            }
+            (ChannelRef::Arn(arn), _) => Some(arn.region().to_owned()),
+            (ChannelRef::Name(_), region) => region,
+        };
         if !seen.insert(r.endpoint_id.clone()) {
             return Err(CamerasError::Duplicate(r.endpoint_id));
         }
@@ -235,6 +263,7 @@ pub fn parse(json: &str) -> Result<Cameras, CamerasError> {
             friendly_name: r.friendly_name,
             description: r.description,
             channel,
+            region,
             display_category: r.display_category,
             full_duplex: r.full_duplex,
         });
@@ -253,6 +282,17 @@ fn endpoint_id_problem(id: &str) -> Option<String> {
     (!bad.is_empty()).then(|| {
         format!("has characters Alexa refuses ({bad:?}); use letters, digits, spaces and _ - = # ; : ? @ &")
     })
+}
+
+/// `us-west-2`, `eu-central-1`, `us-gov-west-1`, `cn-north-1`: lowercase words and a number.
+fn region_ok(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
 }
 
 /// KVS channel names and client ids: `[a-zA-Z0-9_.-]{1,256}`.
@@ -285,6 +325,14 @@ mod tests {
         assert_eq!(garage.display_category, DisplayCategory::Camera);
         assert!(!garage.full_duplex);
         assert!(matches!(garage.channel, ChannelRef::Arn(_)));
+        assert_eq!(garage.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(door.region, None);
+        let away = parse(r#"[{"endpoint_id":"a","friendly_name":"A","channel_name":"x","region":"eu-central-1"}]"#)
+            .unwrap();
+        assert_eq!(
+            away.find("a").unwrap().region.as_deref(),
+            Some("eu-central-1")
+        );
         assert!(c.find("attic").is_none());
     }
 
@@ -320,6 +368,17 @@ mod tests {
             r#"[{"endpoint_id":"a","friendly_name":"A","channel_name":"x","display_category":"LIGHT"}]"#,
         );
         assert!(cat.contains("LIGHT"), "{cat}");
+        let region = err(
+            r#"[{"endpoint_id":"a","friendly_name":"A","channel_name":"x","region":"Frankfurt"}]"#,
+        );
+        assert!(region.contains("not an AWS region"), "{region}");
+        let clash = err(
+            r#"[{"endpoint_id":"a","friendly_name":"A","region":"us-east-1","channel_arn":"arn:aws:kinesisvideo:eu-west-1:1:channel/x/1"}]"#,
+        );
+        assert!(
+            clash.contains("differs from the region of channel_arn"),
+            "{clash}"
+        );
         let dup = err(
             r#"[{"endpoint_id":"a","friendly_name":"A","channel_name":"x"},
                 {"endpoint_id":"a","friendly_name":"B","channel_name":"y"}]"#,

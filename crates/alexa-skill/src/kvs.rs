@@ -18,7 +18,7 @@ use aws_smithy_types::retry::RetryConfig;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::cameras::{ChannelArn, ChannelRef};
+use crate::cameras::{Camera, ChannelArn, ChannelRef};
 use crate::skill::{OfferError, SenderClientId};
 
 /// A resolved channel: what warm invocations reuse.
@@ -43,10 +43,8 @@ pub struct Timings {
 pub struct Kvs {
     /// Region and credentials from the standard AWS environment.
     sdk: SdkConfig,
-    /// Control-plane client (honours `AWS_ENDPOINT_URL_KINESIS_VIDEO`).
-    control: aws_sdk_kinesisvideo::Client,
-    /// Channel → ARN and endpoint, across warm invocations.
-    cache: Mutex<HashMap<ChannelRef, Resolved>>,
+    /// (region, channel) → ARN and endpoint, across warm invocations.
+    cache: Mutex<HashMap<(Option<String>, ChannelRef), Resolved>>,
 }
 
 impl Kvs {
@@ -56,10 +54,8 @@ impl Kvs {
         if sdk.region().is_none() {
             return Err("AWS_REGION is not set (Lambda sets it; set it when testing)".into());
         }
-        let control = aws_sdk_kinesisvideo::Client::new(&sdk);
         Ok(Kvs {
             sdk,
-            control,
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -68,14 +64,16 @@ impl Kvs {
     /// why not, by `deadline` at the latest.
     pub async fn send_offer(
         &self,
-        channel: &ChannelRef,
+        camera: &Camera,
         sender: &SenderClientId,
         payload: &str,
         deadline: Instant,
     ) -> (Result<String, OfferError>, Timings) {
         let mut timings = Timings::default();
         let started = Instant::now();
-        let resolved = match tokio::time::timeout_at(deadline, self.resolve(channel)).await {
+        let channel = &camera.channel;
+        let key = (camera.region.clone(), channel.clone());
+        let resolved = match tokio::time::timeout_at(deadline, self.resolve(&key)).await {
             Ok(Ok((r, cached))) => {
                 timings.cached = cached;
                 r
@@ -117,7 +115,7 @@ impl Kvs {
                 let err = map_send_error(e, started.elapsed());
                 if matches!(err, OfferError::ChannelNotFound(_) | OfferError::Other(_)) {
                     // The channel may have been recreated or its endpoint moved.
-                    self.cache.lock().await.remove(channel);
+                    self.cache.lock().await.remove(&key);
                 }
                 Err(err)
             }
@@ -126,15 +124,24 @@ impl Kvs {
     }
 
     /// The channel's ARN and HTTPS endpoint, from the cache or from KVS.
-    async fn resolve(&self, channel: &ChannelRef) -> Result<(Resolved, bool), OfferError> {
-        if let Some(r) = self.cache.lock().await.get(channel) {
+    async fn resolve(
+        &self,
+        key: &(Option<String>, ChannelRef),
+    ) -> Result<(Resolved, bool), OfferError> {
+        if let Some(r) = self.cache.lock().await.get(key) {
             return Ok((r.clone(), true));
         }
+        let (region, channel) = key;
+        // The control plane of the channel's region (honours `AWS_ENDPOINT_URL_KINESIS_VIDEO`).
+        let mut conf = aws_sdk_kinesisvideo::config::Builder::from(&self.sdk);
+        if let Some(r) = region {
+            conf = conf.region(aws_config::Region::new(r.clone()));
+        }
+        let control = aws_sdk_kinesisvideo::Client::from_conf(conf.build());
         let arn = match channel {
             ChannelRef::Arn(a) => a.clone(),
             ChannelRef::Name(name) => {
-                let out = self
-                    .control
+                let out = control
                     .describe_signaling_channel()
                     .channel_name(name)
                     .send()
@@ -149,8 +156,7 @@ impl Kvs {
                 })?
             }
         };
-        let out = self
-            .control
+        let out = control
             .get_signaling_channel_endpoint()
             .channel_arn(arn.as_str())
             .single_master_channel_endpoint_configuration(
@@ -173,9 +179,12 @@ impl Kvs {
             .ok_or_else(|| {
                 OfferError::Other("GetSignalingChannelEndpoint returned no HTTPS endpoint".into())
             })?;
-        let conf = aws_sdk_kinesisvideosignaling::config::Builder::from(&self.sdk)
-            .endpoint_url(endpoint)
-            .build();
+        let mut conf =
+            aws_sdk_kinesisvideosignaling::config::Builder::from(&self.sdk).endpoint_url(endpoint);
+        if let Some(r) = region {
+            conf = conf.region(aws_config::Region::new(r.clone()));
+        }
+        let conf = conf.build();
         let resolved = Resolved {
             arn,
             signaling: aws_sdk_kinesisvideosignaling::Client::from_conf(conf),
@@ -184,7 +193,7 @@ impl Kvs {
         self.cache
             .lock()
             .await
-            .insert(channel.clone(), resolved.clone());
+            .insert(key.clone(), resolved.clone());
         Ok((resolved, false))
     }
 }

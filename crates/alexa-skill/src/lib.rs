@@ -69,7 +69,7 @@ impl Skill {
             Step::Offer(req) => {
                 let (outcome, t) = match &self.kvs {
                     Ok(kvs) => {
-                        kvs.send_offer(&req.camera.channel, &req.sender, &req.payload, deadline)
+                        kvs.send_offer(&req.camera, &req.sender, &req.payload, deadline)
                             .await
                     }
                     Err(e) => (Err(OfferError::Other(e.clone())), kvs::Timings::default()),
