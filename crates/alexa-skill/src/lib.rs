@@ -94,7 +94,7 @@ impl Skill {
                 directive,
                 endpoint,
                 error = event["event"]["payload"]["type"].as_str().unwrap_or("?"),
-                message = event["event"]["payload"]["message"].as_str().unwrap_or(""),
+                detail = event["event"]["payload"]["message"].as_str().unwrap_or(""),
                 total_ms = took.as_millis() as u64,
                 "directive failed"
             );
