@@ -216,11 +216,21 @@ async fn init_error(State(shared): State<Arc<Shared>>, body: String) -> StatusCo
 
 /// The skill binary, built (or brought up to date) by cargo in this test's own profile and
 /// target directory: a test of the root package has no `CARGO_BIN_EXE_` for another
-/// package's binary.
+/// package's binary. `CAMGATE_SKILL_BIN` runs another build instead, e.g. the `bootstrap`
+/// that `scripts/build-alexa-skill.sh` zips, to measure the artefact users deploy.
 pub fn skill_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
+            if let Some(bin) = std::env::var_os("CAMGATE_SKILL_BIN") {
+                let bin = PathBuf::from(bin);
+                assert!(
+                    bin.exists(),
+                    "CAMGATE_SKILL_BIN={} does not exist",
+                    bin.display()
+                );
+                return bin;
+            }
             let exe = std::env::current_exe().expect("test executable path");
             // target/<profile>/deps/<test> → target/<profile>
             let profile_dir = exe
