@@ -358,6 +358,19 @@ mod tests {
             p[0].starts_with("source.path: cannot open /nonexistent/camgate.mp4"),
             "{p:?}"
         );
+        // A directory is refused; a named pipe (a live stream) is taken.
+        let p = problems("[source]\nkind = \"file\"\npath = \"/tmp\"\n", &[]);
+        assert!(
+            p[0].starts_with("source.path: /tmp is not a regular file or named pipe"),
+            "{p:?}"
+        );
+        let fifo = std::env::temp_dir().join(format!("camgate-cfg-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let toml = format!("[source]\nkind = \"file\"\npath = \"{}\"\n", fifo.display());
+        assert!(problems(&toml, &[]).is_empty());
+        let _ = std::fs::remove_file(&fifo);
         assert!(
             problems(
                 "[source]\nkind = \"rtsp\"\nurl = \"rtsp://u:p@192.0.2.1/s\"\n",

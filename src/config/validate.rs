@@ -72,12 +72,13 @@ impl Checker<'_> {
     }
 
     fn file_exists(&mut self, key: &str, path: &Path) {
+        self.file_exists_or(key, path, "a regular file");
+    }
+
+    fn file_exists_or(&mut self, key: &str, path: &Path, what: &str) {
         match std::fs::metadata(path) {
             Ok(m) if m.is_file() => {}
-            Ok(_) => self.push(
-                key,
-                format!("{key}: {} is not a regular file", path.display()),
-            ),
+            Ok(_) => self.push(key, format!("{key}: {} is not {what}", path.display())),
             Err(e) => self.push(key, format!("{key}: cannot open {}: {e}", path.display())),
         }
     }
@@ -185,10 +186,18 @@ fn check_source(c: &mut Checker<'_>) {
         SourceKind::Rtsp => c.required("source.url", s.url.is_some(), "source.kind = \"rtsp\""),
         SourceKind::File => match &s.path {
             None => c.required("source.path", false, "source.kind = \"file\""),
-            Some(p) => c.file_exists("source.path", p),
+            // A named pipe is a live stream (e.g. `libcamera-vid -o <fifo>` or ffmpeg writing
+            // MPEG-TS); it cannot loop.
+            Some(p) if is_fifo(p) => {}
+            Some(p) => c.file_exists_or("source.path", p, "a regular file or named pipe"),
         },
         SourceKind::Test | SourceKind::V4l2 => {}
     }
+}
+
+fn is_fifo(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
 }
 
 /// A GStreamer element factory name: letters, digits, `_` and `-`. This keeps pipeline syntax

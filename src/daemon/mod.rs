@@ -3,6 +3,7 @@
 //! stopped in reverse.
 
 mod audio;
+mod notify;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -257,14 +258,25 @@ pub async fn run(
             .await
     });
 
-    notify_systemd(&[sd_notify::NotifyState::Ready]);
-    let watchdog = spawn_watchdog(rt.clone());
+    let mode = match &opts.signaling {
+        SignalingMode::Local => "local (WHEP)",
+        SignalingMode::Kvs(_) => "KVS master",
+    };
+    let what = format!(
+        "{mode}, {} {}x{}@{}",
+        describe_source(&opts.capture),
+        opts.capture.width,
+        opts.capture.height,
+        opts.capture.framerate
+    );
+    let notifier = spawn_notifier(rt.clone(), what);
 
     shutdown.await;
     tracing::info!("shutting down");
-    notify_systemd(&[sd_notify::NotifyState::Stopping]);
-    if let Some(w) = watchdog {
-        w.abort();
+    if let Some((task, notifier)) = notifier {
+        task.abort();
+        let stopping = lock_notifier(&notifier).stopping();
+        send_notices(&stopping);
     }
     if let Some(k) = kvs_task {
         let _ = tokio::time::timeout(Duration::from_millis(500), k.stop()).await;
@@ -398,31 +410,101 @@ async fn stats(State(rt): State<Runtime>) -> impl IntoResponse {
     }))
 }
 
-fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(state) {
-        tracing::debug!("sd_notify: {e}");
+/// Sends the notifier's messages to systemd (`NOTIFY_SOCKET`); failures only matter to a
+/// debugger, since systemd is not always there.
+fn send_notices(notices: &[notify::Notice]) {
+    use sd_notify::NotifyState;
+    for n in notices {
+        let state = match n {
+            notify::Notice::Ready => NotifyState::Ready,
+            notify::Notice::Watchdog => NotifyState::Watchdog,
+            notify::Notice::Stopping => NotifyState::Stopping,
+            notify::Notice::Status(s) => NotifyState::Status(s),
+            notify::Notice::ExtendTimeout(d) => {
+                NotifyState::ExtendTimeoutUsec(u32::try_from(d.as_micros()).unwrap_or(u32::MAX))
+            }
+        };
+        if let Err(e) = sd_notify::notify(&[state]) {
+            tracing::debug!("sd_notify: {e}");
+        }
     }
 }
 
-/// Pets systemd's watchdog at half its interval while the capture is healthy, so a wedged
-/// pipeline that our own restarts cannot fix ends in a restart of the whole service.
-fn spawn_watchdog(rt: Runtime) -> Option<tokio::task::JoinHandle<()>> {
-    let interval = sd_notify::watchdog_enabled()?;
-    Some(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval / 2);
+type SharedNotifier = Arc<Mutex<notify::Notifier>>;
+
+fn lock_notifier(n: &SharedNotifier) -> std::sync::MutexGuard<'_, notify::Notifier> {
+    n.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the systemd notifier when started by systemd (`NOTIFY_SOCKET` set): every 100 ms until
+/// `READY=1`, then at half the watchdog interval (at most every second). The task runs on the
+/// daemon's runtime, so a hung runtime stops the pings too.
+fn spawn_notifier(
+    rt: Runtime,
+    what: String,
+) -> Option<(tokio::task::JoinHandle<()>, SharedNotifier)> {
+    std::env::var_os("NOTIFY_SOCKET")?;
+    let watchdog = sd_notify::watchdog_enabled();
+    let steady = watchdog
+        .map(|w| (w / 2).min(Duration::from_secs(1)))
+        .unwrap_or(Duration::from_secs(1));
+    let notifier = Arc::new(Mutex::new(notify::Notifier::new(
+        notify::Policy::for_stall(rt.stall_after),
+        what,
+        rt.started,
+    )));
+    let shared = notifier.clone();
+    let task = tokio::spawn(async move {
         loop {
-            tick.tick().await;
-            let h = rt.health();
-            if h.ok || h.capture_state.starts_with("restarting") || h.capture_state == "starting" {
-                notify_systemd(&[sd_notify::NotifyState::Watchdog]);
-            }
-            let status = match &h.reason {
-                None => format!("streaming; {} viewer(s); audio {}", h.viewers, h.audio),
-                Some(r) => r.clone(),
+            let o = observe(&rt);
+            let (notices, ready) = {
+                let mut n = lock_notifier(&shared);
+                (n.poll(&o), n.is_ready())
             };
-            notify_systemd(&[sd_notify::NotifyState::Status(&status)]);
+            send_notices(&notices);
+            if notices.contains(&notify::Notice::Ready) {
+                tracing::info!(
+                    after_ms = rt.started.elapsed().as_millis() as u64,
+                    "systemd notified: ready"
+                );
+            }
+            let wait = if ready {
+                steady
+            } else {
+                Duration::from_millis(100)
+            };
+            tokio::time::sleep(wait).await;
         }
-    }))
+    });
+    Some((task, notifier))
+}
+
+fn observe(rt: &Runtime) -> notify::Observation {
+    let status = rt
+        .capture
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|c| c.status());
+    let (capture, frames, last_frame_age, last_capture_error) = match status {
+        Some(s) => (s.state, s.frames, s.last_frame_age, s.last_error),
+        None => (CaptureState::Stopped, 0, None, None),
+    };
+    notify::Observation {
+        now: Instant::now(),
+        capture,
+        frames,
+        last_frame_age,
+        last_capture_error,
+        viewers: rt.sessions.count(),
+        kvs: rt.kvs.as_ref().map(|k| {
+            let snap = k.snapshot();
+            notify::KvsView {
+                state: snap.state,
+                last_error: snap.last_error,
+            }
+        }),
+    }
 }
 
 /// `[audio]` onto the audio capture's options: `auto` picks what fits the video source.
