@@ -45,23 +45,41 @@ fn wanted_sink(format: LogFormat, journal_stream: bool) -> Sink {
     match format {
         LogFormat::Journald => Sink::Journald,
         LogFormat::Auto if journal_stream => Sink::Journald,
-        LogFormat::Auto | LogFormat::Text => Sink::Stderr,
+        LogFormat::Auto | LogFormat::Text | LogFormat::Json => Sink::Stderr,
     }
 }
 
-/// The filter: `RUST_LOG` if set and non-empty, else the configured level.
+/// Log targets that print credentials at their most verbose levels, with the level they are
+/// capped at whatever the filter asks (tests/logs.rs finds them in a `trace` run):
+/// * tungstenite's `trace` prints the WebSocket handshake request, whose URL is a presigned
+///   KVS URL (signature, credential scope, session token);
+/// * the AWS SDK's orchestrator `trace` prints whole HTTP responses, which carry TURN
+///   passwords (GetIceServerConfig) and temporary credentials (the IoT credentials provider).
+const SECRET_BEARING_TARGETS: &[&str] = &[
+    "tungstenite::handshake=debug",
+    "aws_smithy_runtime::client::orchestrator=debug",
+];
+
+/// The filter: `RUST_LOG` if set and non-empty, else the configured level; then the caps of
+/// [`SECRET_BEARING_TARGETS`].
 fn build_filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, TelemetryError> {
     let (source_name, directive) = match rust_log.filter(|v| !v.trim().is_empty()) {
         Some(v) => ("RUST_LOG", v),
         None => ("log.level", level),
     };
-    EnvFilter::builder()
+    let mut filter = EnvFilter::builder()
         .parse(directive)
         .map_err(|e| TelemetryError::Filter {
             source_name,
             directive: directive.to_string(),
             reason: e.to_string(),
-        })
+        })?;
+    for cap in SECRET_BEARING_TARGETS {
+        if let Ok(d) = cap.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    Ok(filter)
 }
 
 /// Makes `log` records (webrtc, rtc and other `log`-based crates) tracing events, so that they
@@ -82,13 +100,30 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), TelemetryError> {
     let journald = match wanted_sink(format, under_systemd) {
         Sink::Stderr => None,
         Sink::Journald => match tracing_journald::layer() {
-            Ok(layer) => Some(layer),
+            // Under a template unit the process name is still camgate; the identifier keeps
+            // `journalctl -t camgate` working for every instance.
+            // Fields go in unprefixed (VIEWER, SESSION, SIGNALING_STATE), so that
+            // `journalctl SESSION=…` works; none of ours collides with a journal field.
+            Ok(layer) => Some(
+                layer
+                    .with_syslog_identifier("camgate".into())
+                    .with_field_prefix(None),
+            ),
             Err(e) if format == LogFormat::Journald => return Err(TelemetryError::Journald(e)),
             // `auto`: the socket is missing (e.g. in a container); stderr still works.
             Err(_) => None,
         },
     };
     let stderr = journald.is_none().then(|| {
+        if format == LogFormat::Json {
+            return tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(std::io::stderr)
+                .boxed();
+        }
         let layer = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal());

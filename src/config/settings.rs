@@ -80,6 +80,8 @@ config_enum! {
         Journald = "journald",
         /// Human-readable lines on stderr.
         Text = "text",
+        /// One JSON object per line on stderr, for log shippers without a journal.
+        Json = "json",
     }
 }
 

@@ -639,11 +639,26 @@ pub(crate) fn validate_rtsp_url(url: &str) -> Result<(), MediaError> {
 /// The URL with any password replaced, safe for logs and status.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query().is_some() {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if secret_query_key(&k) {
+                            "***".to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
-        Ok(u) => u.to_string(),
         // Unparseable: still hide `user:password@` if it looks like there is one.
         Err(_) => {
             let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
@@ -655,6 +670,11 @@ pub fn redact_url(url: &str) -> String {
                 },
                 None => rest.to_string(),
             };
+            // A query may carry a token; without a parse, show none of it.
+            let shown = match shown.split_once('?') {
+                Some((before, _)) => format!("{before}?***"),
+                None => shown,
+            };
             let shown: String = shown.chars().take(128).collect();
             if scheme.is_empty() {
                 shown
@@ -663,6 +683,25 @@ pub fn redact_url(url: &str) -> String {
             }
         }
     }
+}
+
+/// Query parameters that carry credentials in camera and presigned URLs.
+fn secret_query_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "token",
+        "auth",
+        "pass",
+        "pwd",
+        "secret",
+        "key",
+        "signature",
+        "sig",
+        "credential",
+        "session",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 fn describe_source(source: &SourceSpec) -> String {
@@ -697,5 +736,25 @@ mod tests {
             "{err}"
         );
         assert_eq!(redact_url("no scheme"), "no scheme");
+    }
+
+    #[test]
+    fn query_secrets_are_redacted() {
+        let r = redact_url("rtsp://cam.local/live?channel=1&token=abc123&Password=hunter2&sub=0");
+        assert_eq!(
+            r,
+            "rtsp://cam.local/live?channel=1&token=***&Password=***&sub=0"
+        );
+        let r =
+            redact_url("wss://x/?X-Amz-ChannelARN=a&X-Amz-Signature=f00d&X-Amz-Security-Token=t0k");
+        assert!(
+            !r.contains("f00d") && !r.contains("t0k") && r.contains("X-Amz-ChannelARN=a"),
+            "{r}"
+        );
+        // Unparseable: nothing after the `?`.
+        assert_eq!(
+            redact_url("rtsp://[bad/live?token=abc"),
+            "rtsp://[bad/live?***"
+        );
     }
 }

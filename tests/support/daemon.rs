@@ -44,13 +44,14 @@ impl Daemon {
                 cmd.env_remove(k);
             }
         }
-        cmd.envs(env.iter().cloned())
-            .env(
-                "RUST_LOG",
-                std::env::var("CAMGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        // The caller's RUST_LOG in `env` wins; else CAMGATE_TEST_LOG, else info.
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("CAMGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .envs(env.iter().cloned())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn camgate");
         let output = Arc::new(Mutex::new(Vec::new()));
         let (url_tx, url_rx) = std::sync::mpsc::channel();

@@ -215,13 +215,18 @@ impl Driver {
 
     /// Feeds one event and performs every action it (transitively) produces.
     async fn event(&mut self, ev: Event) {
+        let before = self.machine.state();
         let mut queue: VecDeque<Action> = self.machine.handle(Instant::now(), ev).into();
         while let Some(action) = queue.pop_front() {
             if let Some(follow_up) = self.perform(action).await {
                 queue.extend(self.machine.handle(Instant::now(), follow_up));
             }
         }
-        self.stats.set_state(self.machine.state());
+        let state = self.machine.state();
+        if state != before {
+            debug!(signaling_state = state.as_str(), "KVS: signaling state");
+        }
+        self.stats.set_state(state);
         self.stats.clock_offset(self.machine.clock_offset_ms());
     }
 
@@ -390,6 +395,7 @@ impl Driver {
                         self.stats.connected(self.connect_cause, now);
                         info!(
                             cause = self.connect_cause.as_str(),
+                            signaling_state = "connected",
                             "KVS signaling connected ({})",
                             self.connect_cause.as_str()
                         );
