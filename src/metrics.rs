@@ -364,3 +364,98 @@ fn gauge_family<L: EncodeLabelSet>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::session::{AudioService, FrameFeed, KeyframeCause, NetworkOptions, SessionOptions};
+    use crate::signaling::kvs::machine::Cause;
+
+    fn session_options() -> SessionOptions {
+        SessionOptions {
+            max_viewers: 4,
+            network: NetworkOptions {
+                host_addresses: Vec::new(),
+                nat_1to1_ips: Vec::new(),
+                stun_urls: Vec::new(),
+                ice_disconnected_timeout: Duration::from_secs(5),
+                ice_failed_timeout: Duration::from_secs(10),
+            },
+            udp_port_range: None,
+            gather_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// kvs mode with no capture running (as during shutdown): every state and cause is listed,
+    /// the numbers follow the stats, families without a source are left out.
+    #[tokio::test]
+    async fn kvs_mode_lists_every_state_and_follows_the_stats() {
+        let timings = Timings::default();
+        let stats = Arc::new(KvsStats::with_offer_to_answer(
+            timings.offer_to_answer.clone(),
+        ));
+        let keyframes = KeyframeRequests::spawn(Duration::from_millis(500), Arc::new(|| {}));
+        let sessions = SessionManager::new(
+            session_options(),
+            FrameFeed::new(4),
+            keyframes.clone(),
+            AudioService::none(),
+            Default::default(),
+            timings.clone(),
+        );
+        let metrics = Metrics::new(Sources {
+            capture: Arc::new(Mutex::new(None)),
+            audio: Arc::new(Mutex::new(None)),
+            sessions,
+            keyframes: keyframes.clone(),
+            signaling: Signaling::Kvs(stats.clone()),
+        });
+
+        let text = metrics.encode().unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains("camgate_viewers{signaling=\"kvs\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("camgate_kvs_signaling_state{state=\"idle\"} 1\n"));
+        assert_eq!(text.matches("camgate_kvs_signaling_state{").count(), 8);
+        assert_eq!(
+            text.matches(" 1\n").count(),
+            2,
+            "build info and one state: {text}"
+        );
+        assert_eq!(text.matches("camgate_kvs_reconnects_total{").count(), 6);
+        assert!(
+            !text.contains("camgate_kvs_ice_config_age"),
+            "absent before a fetch"
+        );
+        assert!(!text.contains("camgate_capture_restarts_total{"));
+        assert!(!text.contains("camgate_audio_frames_captured"));
+
+        stats.connected(Cause::Initial, Instant::now());
+        stats.connected(Cause::GoAway, Instant::now());
+        stats.ice_fetched(Instant::now(), 1);
+        stats.answered(Duration::from_millis(40));
+        timings.offer_to_first_frame.observe(0.3);
+        keyframes.request(KeyframeCause::PliFir);
+        let text = metrics.encode().unwrap();
+        for line in [
+            "camgate_kvs_signaling_state{state=\"connected\"} 1\n",
+            "camgate_kvs_signaling_state{state=\"idle\"} 0\n",
+            "camgate_kvs_reconnects_total{cause=\"go-away\"} 1\n",
+            "camgate_kvs_reconnects_total{cause=\"max-age\"} 0\n",
+            "# UNIT camgate_kvs_ice_config_age_seconds seconds\n",
+            "camgate_offer_to_answer_seconds_count 1\n",
+            "camgate_offer_to_answer_seconds_bucket{le=\"0.025\"} 0\n",
+            "camgate_offer_to_answer_seconds_bucket{le=\"0.05\"} 1\n",
+            "camgate_offer_to_first_frame_seconds_count 1\n",
+            "camgate_keyframe_requests_total{cause=\"pli_fir\"} 1\n",
+            "camgate_keyframe_requests_total{cause=\"join\"} 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}
