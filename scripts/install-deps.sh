@@ -2,7 +2,8 @@
 # Installs the system packages camgate needs on Debian 12 / Ubuntu 22.04+.
 #   install-deps.sh          build + run (GStreamer dev libs and plugins)
 #   install-deps.sh --test   also what the test suite needs (RTSP server lib, Chromium, Node,
-#                            coturn as a loopback TURN server) and CI's Lambda zip build
+#                            coturn as a loopback TURN server, Prometheus and python3-venv
+#                            for the /metrics consumers) and CI's Lambda zip build
 #                            (pip, for zig from PyPI: scripts/build-alexa-skill.sh)
 # Runs apt-get as root (or through sudo). Safe to run again.
 set -euo pipefail
@@ -23,10 +24,13 @@ pkgs=(
 )
 if [ "$want_test" = 1 ]; then
   pkgs+=(gstreamer1.0-rtsp libgstrtspserver-1.0-dev chromium iproute2 procps coturn
-    python3-pip)
+    python3-pip prometheus python3-venv)
   # Tests start their own turnserver on 127.0.0.1 (tests/support/turn.rs). Debian enables a
   # system-wide one on 0.0.0.0:3478 when coturn is installed; keep it off unless it was here.
   dpkg -s coturn >/dev/null 2>&1 || new_coturn=1
+  # The same for Prometheus: tests/metrics.rs runs its own on a loopback port, and Debian's
+  # package enables a system-wide one on :9090.
+  dpkg -s prometheus >/dev/null 2>&1 || new_prometheus=1
   # Node is only needed to drive Chromium with playwright-core; keep the one the machine has.
   command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 fi
@@ -36,6 +40,9 @@ $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"
 
 if [ "${new_coturn:-0}" = 1 ] && [ -d /run/systemd/system ]; then
   $SUDO systemctl disable --now coturn.service || true
+fi
+if [ "${new_prometheus:-0}" = 1 ] && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now prometheus.service || true
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod daemon;
 pub mod media;
+pub mod metrics;
 pub mod rtp;
 pub mod session;
 pub mod signaling;

@@ -208,9 +208,10 @@ pub async fn run(
     let sessions = SessionManager::new(
         opts.sessions.clone(),
         feed.clone(),
-        keyframes,
+        keyframes.clone(),
         daemon_audio.service.clone(),
         video_profile,
+        crate::metrics::Timings::default(),
     );
     let mut rt = Runtime {
         capture: capture.clone(),
@@ -234,14 +235,30 @@ pub async fn run(
     let mut kvs_task = None;
     if let SignalingMode::Kvs(kvs) = &opts.signaling {
         let handler = Arc::new(KvsViewers(sessions.clone()));
-        let master = signaling::kvs::KvsMaster::start((**kvs).clone(), handler).await?;
+        let stats = signaling::kvs::KvsStats::with_offer_to_answer(
+            sessions.timings().offer_to_answer.clone(),
+        );
+        let master =
+            signaling::kvs::KvsMaster::start_with_stats((**kvs).clone(), handler, Arc::new(stats))
+                .await?;
         rt.kvs = Some(master.stats().clone());
         kvs_task = Some(master);
     }
+    let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
+        capture: capture.clone(),
+        audio: daemon_audio.capture.clone(),
+        sessions: sessions.clone(),
+        keyframes,
+        signaling: match &rt.kvs {
+            Some(k) => crate::metrics::Signaling::Kvs(k.clone()),
+            None => crate::metrics::Signaling::Local,
+        },
+    });
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/stats", get(stats))
-        .with_state(rt.clone());
+        .with_state(rt.clone())
+        .merge(crate::metrics::router(Arc::new(metrics)));
     match &opts.signaling {
         SignalingMode::Local => {
             app = app.merge(signaling::local::router(sessions.clone()));

@@ -48,6 +48,8 @@ pub struct CaptureStatus {
     pub frames: u64,
     pub last_frame_age: Option<Duration>,
     pub restarts: u64,
+    /// `restarts` by [`MediaError::restart_reason`], every reason listed.
+    pub restarts_by_reason: Vec<(&'static str, u64)>,
     pub last_error: Option<String>,
     /// Encoder element in use; None when passing the source's H.264 through.
     pub encoder: Option<String>,
@@ -57,6 +59,8 @@ pub struct CaptureStatus {
     pub keyframe_requests_supported: bool,
     /// Keyframe requests that could not be honoured (passthrough sources).
     pub keyframe_requests_ignored: u64,
+    /// Force-key-unit events the pipeline accepted (the encoder will emit an IDR).
+    pub keyframes_forced: u64,
     pub width: Option<u32>,
     pub height: Option<u32>,
 }
@@ -85,7 +89,9 @@ struct Shared {
     /// Arrival of the last access unit.
     last_frame: LastArrival,
     restarts: AtomicU64,
+    restart_reasons: RestartReasons,
     keyframe_requests_ignored: AtomicU64,
+    keyframes_forced: AtomicU64,
     /// Whether this pipeline's caps (size) were already recorded, so the hot path skips it.
     caps_known: AtomicBool,
     slow: Mutex<SlowStatus>,
@@ -105,7 +111,7 @@ impl Shared {
 }
 
 use crate::media::lock;
-use crate::media::thread::{Attempt, LastArrival, SupervisorThread, restart_loop};
+use crate::media::thread::{Attempt, LastArrival, RestartReasons, SupervisorThread, restart_loop};
 
 /// A capture pipeline with its supervisor. Dropping it stops it, like [`Capture::stop`].
 pub struct Capture {
@@ -176,7 +182,9 @@ impl Capture {
             frames: AtomicU64::new(0),
             last_frame: LastArrival::new(),
             restarts: AtomicU64::new(0),
+            restart_reasons: RestartReasons::default(),
             keyframe_requests_ignored: AtomicU64::new(0),
+            keyframes_forced: AtomicU64::new(0),
             caps_known: AtomicBool::new(false),
             slow: Mutex::new(SlowStatus {
                 state: CaptureState::Starting,
@@ -217,7 +225,9 @@ impl Capture {
                 let event = gst_video::UpstreamForceKeyUnitEvent::builder()
                     .all_headers(true)
                     .build();
-                if !appsink.send_event(event) {
+                if appsink.send_event(event) {
+                    self.shared.keyframes_forced.fetch_add(1, Ordering::Relaxed);
+                } else {
                     tracing::debug!("force-key-unit event was not handled upstream");
                 }
             }
@@ -238,11 +248,13 @@ impl Capture {
             frames: s.frames.load(Ordering::Relaxed),
             last_frame_age: s.last_frame_at().map(|t| t.elapsed()),
             restarts: s.restarts.load(Ordering::Relaxed),
+            restarts_by_reason: s.restart_reasons.snapshot(),
             last_error: slow.last_error.clone(),
             encoder: slow.encoder.clone(),
             passthrough: slow.passthrough,
             keyframe_requests_supported: slow.keyframes_supported,
             keyframe_requests_ignored: s.keyframe_requests_ignored.load(Ordering::Relaxed),
+            keyframes_forced: s.keyframes_forced.load(Ordering::Relaxed),
             width: slow.width,
             height: slow.height,
         }
@@ -277,6 +289,7 @@ impl Job {
             |backoff| self.run_once(backoff),
             |attempt, retry_in, err| {
                 self.shared.restarts.fetch_add(1, Ordering::Relaxed);
+                self.shared.restart_reasons.record(err);
                 tracing::warn!(
                     source = %describe_source(&self.opts.source),
                     error = %err,

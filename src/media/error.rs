@@ -76,6 +76,42 @@ impl MediaError {
     }
 }
 
+impl MediaError {
+    /// Every value [`MediaError::restart_reason`] returns, for metrics that list each one.
+    pub const RESTART_REASONS: [&'static str; 8] = [
+        "stalled",
+        "element_error",
+        "end_of_stream",
+        "device",
+        "state_change",
+        "pipeline_build",
+        "not_h264",
+        "other",
+    ];
+
+    /// A short, fixed label for why a pipeline failed (metrics group restarts by it).
+    pub fn restart_reason(&self) -> &'static str {
+        match self {
+            MediaError::Stalled(_) | MediaError::AudioStalled(_) => "stalled",
+            MediaError::Element { .. } => "element_error",
+            MediaError::EndOfStream => "end_of_stream",
+            MediaError::Device { .. }
+            | MediaError::AudioDevice { .. }
+            | MediaError::AudioOutput { .. } => "device",
+            MediaError::StateChange { .. } => "state_change",
+            MediaError::Build { .. } | MediaError::MissingNamedElement(_) => "pipeline_build",
+            MediaError::NotH264(_) => "not_h264",
+            MediaError::Init(_)
+            | MediaError::ElementMissing { .. }
+            | MediaError::EncoderUnavailable { .. }
+            | MediaError::UnknownEncoder { .. }
+            | MediaError::BadRtspUrl { .. }
+            | MediaError::InvalidOption(_)
+            | MediaError::Thread(_) => "other",
+        }
+    }
+}
+
 /// The Debian (bookworm) package that ships a GStreamer element, for error messages that tell
 /// the operator what to install.
 pub fn debian_package(element: &str) -> &'static str {

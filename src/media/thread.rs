@@ -47,6 +47,32 @@ impl LastArrival {
     }
 }
 
+/// Pipeline failures counted by [`MediaError::restart_reason`], for metrics. Written by the
+/// supervisor after each failure, read by status snapshots.
+#[derive(Debug, Default)]
+pub(crate) struct RestartReasons([std::sync::atomic::AtomicU64; MediaError::RESTART_REASONS.len()]);
+
+impl RestartReasons {
+    pub(crate) fn record(&self, err: &MediaError) {
+        let reason = err.restart_reason();
+        if let Some(i) = MediaError::RESTART_REASONS
+            .iter()
+            .position(|r| *r == reason)
+        {
+            self.0[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Every reason with its count, zeros included, in [`MediaError::RESTART_REASONS`] order.
+    pub(crate) fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        MediaError::RESTART_REASONS
+            .iter()
+            .zip(&self.0)
+            .map(|(r, n)| (*r, n.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
+    }
+}
+
 /// How one pipeline attempt ended.
 pub(crate) enum Attempt {
     /// Told to stop while it ran.
@@ -181,6 +207,19 @@ mod tests {
             failures,
             [(1, Duration::from_millis(1)), (2, Duration::from_millis(2))]
         );
+    }
+
+    #[test]
+    fn restarts_are_counted_by_reason() {
+        let r = RestartReasons::default();
+        r.record(&MediaError::EndOfStream);
+        r.record(&MediaError::Stalled(Duration::from_secs(1)));
+        r.record(&MediaError::AudioStalled(Duration::from_secs(1)));
+        let snap = r.snapshot();
+        assert_eq!(snap.len(), MediaError::RESTART_REASONS.len());
+        assert!(snap.contains(&("stalled", 2)));
+        assert!(snap.contains(&("end_of_stream", 1)));
+        assert_eq!(snap.iter().map(|(_, n)| n).sum::<u64>(), 3);
     }
 
     #[test]

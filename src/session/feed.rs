@@ -48,11 +48,47 @@ impl FrameFeed {
     }
 }
 
+/// Why a viewer asks for a keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyframeCause {
+    /// The viewer just connected and needs an IDR to start decoding.
+    Join,
+    /// The viewer sent a PLI or FIR (its decoder lost the picture).
+    PliFir,
+    /// The viewer fell behind the shared ring and skipped frames.
+    Loss,
+}
+
+impl KeyframeCause {
+    pub const ALL: [KeyframeCause; 3] = [
+        KeyframeCause::Join,
+        KeyframeCause::PliFir,
+        KeyframeCause::Loss,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyframeCause::Join => "join",
+            KeyframeCause::PliFir => "pli_fir",
+            KeyframeCause::Loss => "loss",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            KeyframeCause::Join => 0,
+            KeyframeCause::PliFir => 1,
+            KeyframeCause::Loss => 2,
+        }
+    }
+}
+
 /// Cheap handle viewers use to ask for a keyframe; requests are merged (see `keyframe.rs`).
 #[derive(Clone)]
 pub struct KeyframeRequests {
     tx: mpsc::Sender<()>,
-    requested: Arc<AtomicU64>,
+    /// Requests by [`KeyframeCause::index`].
+    requested: Arc<[AtomicU64; 3]>,
     forwarded: Arc<AtomicU64>,
 }
 
@@ -62,7 +98,7 @@ impl KeyframeRequests {
     pub fn spawn(min_interval: Duration, force: Arc<dyn Fn() + Send + Sync>) -> Self {
         // One slot is enough: a pending request already covers any that arrive behind it.
         let (tx, mut rx) = mpsc::channel::<()>(1);
-        let requested = Arc::new(AtomicU64::new(0));
+        let requested = Arc::new(Default::default());
         let forwarded = Arc::new(AtomicU64::new(0));
         let fwd = forwarded.clone();
         tokio::spawn(async move {
@@ -94,17 +130,22 @@ impl KeyframeRequests {
         }
     }
 
-    pub fn request(&self) {
-        self.requested.fetch_add(1, Ordering::Relaxed);
+    pub fn request(&self, cause: KeyframeCause) {
+        self.requested[cause.index()].fetch_add(1, Ordering::Relaxed);
         let _ = self.tx.try_send(());
     }
 
-    /// (asked for by viewers, passed on to the encoder)
-    pub fn counts(&self) -> (u64, u64) {
-        (
-            self.requested.load(Ordering::Relaxed),
-            self.forwarded.load(Ordering::Relaxed),
-        )
+    /// Requests from viewers by cause, every cause listed.
+    pub fn requested(&self) -> Vec<(KeyframeCause, u64)> {
+        KeyframeCause::ALL
+            .iter()
+            .map(|c| (*c, self.requested[c.index()].load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Requests passed on to the encoder after merging.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::Relaxed)
     }
 }
 

@@ -108,8 +108,30 @@ struct Entry {
     done: watch::Receiver<bool>,
 }
 
+/// What every viewer was sent, added up: ended sessions plus the live ones (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SentTotals {
+    pub video_frames: u64,
+    pub video_bytes: u64,
+    pub audio_frames: u64,
+    pub audio_bytes: u64,
+}
+
+impl SentTotals {
+    fn add(&mut self, e: &Entry) {
+        self.video_frames += e.counters.frames_sent.load(Ordering::Relaxed);
+        self.video_bytes += e.counters.bytes_sent.load(Ordering::Relaxed);
+        if let Some((_, Some(a))) = &e.audio {
+            self.audio_frames += a.frames_sent.load(Ordering::Relaxed);
+            self.audio_bytes += a.bytes_sent.load(Ordering::Relaxed);
+        }
+    }
+}
+
 struct Inner {
     sessions: HashMap<String, Entry>,
+    /// What sessions that have ended were sent.
+    ended: SentTotals,
     /// Slots promised to offers still being answered.
     reserved: usize,
     ports: PortPool,
@@ -123,6 +145,9 @@ pub struct SessionManager {
     audio: AudioService,
     /// The H.264 profile we really send, for the answer's fmtp.
     video_profile: sdp::ProfileLevelId,
+    /// Where offer → answer (observed by the signaling layer that sends the answer) and
+    /// offer → first frame (observed by each viewer's video task) go.
+    timings: crate::metrics::Timings,
     inner: Mutex<Inner>,
     me: Weak<SessionManager>,
 }
@@ -151,6 +176,7 @@ impl SessionManager {
         keyframes: KeyframeRequests,
         audio: AudioService,
         video_profile: sdp::ProfileLevelId,
+        timings: crate::metrics::Timings,
     ) -> Arc<Self> {
         let ports = PortPool::new(opts.udp_port_range);
         Arc::new_cyclic(|me| SessionManager {
@@ -159,8 +185,10 @@ impl SessionManager {
             keyframes,
             audio,
             video_profile,
+            timings,
             inner: Mutex::new(Inner {
                 sessions: HashMap::new(),
+                ended: SentTotals::default(),
                 reserved: 0,
                 ports,
                 closing: false,
@@ -182,6 +210,23 @@ impl SessionManager {
     /// Live sessions (answered, connecting or connected).
     pub fn count(&self) -> usize {
         self.lock().sessions.len()
+    }
+
+    /// The histograms signaling layers and viewer tasks report timings into.
+    pub fn timings(&self) -> &crate::metrics::Timings {
+        &self.timings
+    }
+
+    /// Frames and bytes sent to every viewer since start. Never goes down: a session's
+    /// counts move from the live sum to `ended` under the same lock, after its media tasks
+    /// have stopped.
+    pub fn sent_totals(&self) -> SentTotals {
+        let inner = self.lock();
+        let mut t = inner.ended;
+        for e in inner.sessions.values() {
+            t.add(e);
+        }
+        t
     }
 
     /// Answers an offer: the core of both WHEP and KVS.
@@ -320,6 +365,7 @@ impl SessionManager {
             counters,
             cancel: cancel.clone(),
             demand: None,
+            first_frame: Some((started, self.timings.offer_to_first_frame.clone())),
         }];
         if let (Some((track, ssrc)), Some((codec, pt, _)), Some(audio_counters)) =
             (&peer.audio, audio_answer, audio_counters)
@@ -332,6 +378,7 @@ impl SessionManager {
                 counters: audio_counters,
                 cancel: cancel.clone(),
                 demand: self.audio.demand.join(codec),
+                first_frame: None,
             });
         }
         tokio::spawn(lifetime(
@@ -501,7 +548,9 @@ impl SessionManager {
     /// Called by a session's task when it has ended.
     fn remove(&self, id: &str, port: u16) {
         let mut inner = self.lock();
-        inner.sessions.remove(id);
+        if let Some(e) = inner.sessions.remove(id) {
+            inner.ended.add(&e);
+        }
         inner.ports.release(port);
     }
 }

@@ -17,9 +17,9 @@ pub mod sdp;
 mod viewer;
 
 pub use audio::{AudioService, G711Demand};
-pub use feed::{FrameFeed, KeyframeRequests};
+pub use feed::{FrameFeed, KeyframeCause, KeyframeRequests};
 pub use manager::{
-    Answer, OfferRequest, SessionError, SessionManager, SessionOptions, SessionSummary,
+    Answer, OfferRequest, SentTotals, SessionError, SessionManager, SessionOptions, SessionSummary,
 };
 pub use peer::NetworkOptions;
 

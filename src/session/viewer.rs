@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
-use super::feed::{FrameFeed, KeyframeRequests};
+use super::feed::{FrameFeed, KeyframeCause, KeyframeRequests};
 use super::interceptor::is_keyframe_request;
 use crate::rtp::{Frame, Stamper};
 
@@ -89,6 +89,9 @@ pub struct MediaTask {
     pub cancel: CancellationToken,
     /// Keeps an on-demand encoder (G.711) running while this task lives.
     pub demand: Option<super::audio::DemandGuard>,
+    /// When the viewer's offer arrived, and where the time to this task's first written
+    /// frame goes (video only).
+    pub first_frame: Option<(Instant, prometheus_client::metrics::histogram::Histogram)>,
 }
 
 impl MediaTask {
@@ -102,12 +105,13 @@ impl MediaTask {
             counters,
             cancel,
             demand: _demand,
+            mut first_frame,
         } = self;
         let started = Instant::now();
         let mut rx = feed.subscribe();
         let mut gate = KeyframeGate::default();
         if let Some(k) = &keyframes {
-            k.request();
+            k.request(KeyframeCause::Join);
         }
         loop {
             tokio::select! {
@@ -118,7 +122,7 @@ impl MediaTask {
                             && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
                         {
                             counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                            k.request();
+                            k.request(KeyframeCause::PliFir);
                         }
                     }
                     Some(_) => {}
@@ -140,6 +144,9 @@ impl MediaTask {
                         if !send(&track, &mut stamper, &counters, &frame).await {
                             break;
                         }
+                        if let Some((offer_at, histogram)) = first_frame.take() {
+                            histogram.observe(offer_at.elapsed().as_secs_f64());
+                        }
                     }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "viewer fell behind; skipping to the next keyframe");
@@ -147,7 +154,7 @@ impl MediaTask {
                         if gate.on_loss()
                             && let Some(k) = &keyframes
                         {
-                            k.request();
+                            k.request(KeyframeCause::Loss);
                         }
                     }
                     Err(RecvError::Closed) => break,

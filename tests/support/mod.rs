@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod gst;
 pub mod kvs;
 pub mod lambda;
+pub mod metrics;
 pub mod rtsp;
 pub mod sound;
 pub mod turn;

@@ -67,6 +67,9 @@ pub struct AudioStatus {
     #[serde(rename = "last_packet_age_ms", serialize_with = "opt_millis")]
     pub last_packet_age: Option<Duration>,
     pub restarts: u64,
+    /// `restarts` by [`MediaError::restart_reason`], every reason listed (metrics only).
+    #[serde(skip)]
+    pub restarts_by_reason: Vec<(&'static str, u64)>,
     pub last_error: Option<String>,
     /// Whether the G.711 branches are open (some viewer negotiated them).
     pub pcmu_enabled: bool,
@@ -140,6 +143,7 @@ struct Shared {
     /// Arrival of the last Opus packet.
     last_packet: LastArrival,
     restarts: AtomicU64,
+    restart_reasons: RestartReasons,
     slow: Mutex<SlowStatus>,
     control: Mutex<Control>,
     sink: AudioSink,
@@ -156,7 +160,9 @@ impl Shared {
 }
 
 use crate::media::lock;
-use crate::media::thread::{Attempt, LastArrival, LoopEnd, SupervisorThread, restart_loop};
+use crate::media::thread::{
+    Attempt, LastArrival, LoopEnd, RestartReasons, SupervisorThread, restart_loop,
+};
 
 /// An audio pipeline with its supervisor. Dropping it stops it, like [`AudioCapture::stop`].
 pub struct AudioCapture {
@@ -201,6 +207,7 @@ impl AudioCapture {
             packets: Default::default(),
             last_packet: LastArrival::new(),
             restarts: AtomicU64::new(0),
+            restart_reasons: RestartReasons::default(),
             slow: Mutex::new(SlowStatus {
                 state: AudioState::Starting,
                 last_error: None,
@@ -254,6 +261,7 @@ impl AudioCapture {
             },
             last_packet_age: s.last_packet_at().map(|t| t.elapsed()),
             restarts: s.restarts.load(Ordering::Relaxed),
+            restarts_by_reason: s.restart_reasons.snapshot(),
             last_error: slow.last_error.clone(),
             pcmu_enabled,
             pcma_enabled,
@@ -291,6 +299,7 @@ impl Job {
             |backoff| self.run_once(backoff),
             |attempt, retry_in, err| {
                 self.shared.restarts.fetch_add(1, Ordering::Relaxed);
+                self.shared.restart_reasons.record(err);
                 tracing::warn!(
                     source = %describe_source(&self.opts.source),
                     error = %err,
@@ -713,6 +722,7 @@ mod tests {
             },
             last_packet_age: Some(Duration::from_millis(20)),
             restarts: 2,
+            restarts_by_reason: vec![("device", 2)],
             last_error: Some("audio device ALSA hw:9: gone".into()),
             pcmu_enabled: false,
             pcma_enabled: true,

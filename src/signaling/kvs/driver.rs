@@ -49,8 +49,17 @@ impl KvsMaster {
         opts: KvsOptions,
         handler: Arc<dyn OfferHandler>,
     ) -> Result<KvsMaster, ControlError> {
+        Self::start_with_stats(opts, handler, Arc::new(KvsStats::new())).await
+    }
+
+    /// [`KvsMaster::start`], recording into `stats` (e.g. one made with
+    /// [`KvsStats::with_offer_to_answer`] for metrics).
+    pub async fn start_with_stats(
+        opts: KvsOptions,
+        handler: Arc<dyn OfferHandler>,
+        stats: Arc<KvsStats>,
+    ) -> Result<KvsMaster, ControlError> {
         let control = Arc::new(ControlPlane::new(&opts).await?);
-        let stats = Arc::new(KvsStats::new());
         let cancel = CancellationToken::new();
         let driver = Driver::new(opts, control, handler, stats.clone(), cancel.clone());
         let task = tokio::spawn(driver.run());

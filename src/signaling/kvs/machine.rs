@@ -60,6 +60,18 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, for metrics that list each one.
+    pub const ALL: [State; 8] = [
+        State::Idle,
+        State::Describe,
+        State::GetEndpoint,
+        State::GetIceConfig,
+        State::Connecting,
+        State::Connected,
+        State::Backoff,
+        State::Stopped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Idle => "idle",

@@ -7,6 +7,8 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use super::machine::{Cause, State};
 
 /// How many offer → answer times are kept.
@@ -15,6 +17,9 @@ const RECENT_SESSIONS: usize = 32;
 #[derive(Debug, Default)]
 pub struct KvsStats {
     inner: Mutex<Inner>,
+    /// Where each offer → answer time (SDP_OFFER received → SDP_ANSWER written to the
+    /// WebSocket) is also observed, when metrics are on.
+    offer_to_answer: Option<Histogram>,
 }
 
 #[derive(Debug)]
@@ -133,6 +138,14 @@ impl KvsStats {
         KvsStats::default()
     }
 
+    /// Stats that also observe every offer → answer time into `histogram`.
+    pub fn with_offer_to_answer(histogram: Histogram) -> Self {
+        KvsStats {
+            offer_to_answer: Some(histogram),
+            ..KvsStats::default()
+        }
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut g)
@@ -201,6 +214,9 @@ impl KvsStats {
     }
 
     pub(crate) fn answered(&self, elapsed: Duration) {
+        if let Some(h) = &self.offer_to_answer {
+            h.observe(elapsed.as_secs_f64());
+        }
         self.with(|s| {
             if s.offer_to_answer_ms.len() >= RECENT_SESSIONS {
                 s.offer_to_answer_ms.pop_front();

@@ -55,6 +55,7 @@ async fn read_body(req: Request, limit: usize) -> Result<String, Response> {
 
 /// `POST /whep`: an SDP offer in, `201 Created` with the answer out.
 pub async fn post(State(sessions): State<Arc<SessionManager>>, req: Request) -> Response {
+    let received = std::time::Instant::now();
     if !content_type_is(req.headers(), SDP) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -75,6 +76,10 @@ pub async fn post(State(sessions): State<Arc<SessionManager>>, req: Request) -> 
         .await;
     match answer {
         Ok(a) => {
+            sessions
+                .timings()
+                .offer_to_answer
+                .observe(received.elapsed().as_secs_f64());
             let location = format!("/whep/{}", a.session_id);
             let mut resp = (StatusCode::CREATED, a.sdp).into_response();
             let h = resp.headers_mut();
