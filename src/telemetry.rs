@@ -74,9 +74,16 @@ fn build_filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, Teleme
             directive: directive.to_string(),
             reason: e.to_string(),
         })?;
-    for cap in SECRET_BEARING_TARGETS {
-        if let Ok(d) = cap.parse() {
-            filter = filter.add_directive(d);
+    // Only a filter that reaches `trace` somewhere needs the caps; adding them to a quieter
+    // one would make those targets louder than asked.
+    if filter
+        .max_level_hint()
+        .is_none_or(|l| l > LevelFilter::DEBUG)
+    {
+        for cap in SECRET_BEARING_TARGETS {
+            if let Ok(d) = cap.parse() {
+                filter = filter.add_directive(d);
+            }
         }
     }
     Ok(filter)
@@ -170,6 +177,14 @@ mod tests {
             f.max_level_hint(),
             Some(tracing::level_filters::LevelFilter::WARN)
         );
+        // A trace filter gets the caps on secret-bearing targets; quieter ones are untouched.
+        let f = build_filter("trace", None).unwrap();
+        assert!(
+            f.to_string().contains("tungstenite::handshake=debug"),
+            "{f}"
+        );
+        let f = build_filter("warn", None).unwrap();
+        assert!(!f.to_string().contains("tungstenite"), "{f}");
         let err = build_filter("info", Some("camgate=loud")).unwrap_err();
         assert!(
             err.to_string().starts_with("RUST_LOG: invalid log filter"),

@@ -268,7 +268,7 @@ mod tests {
             ]
         );
         let p = problems(
-            "[log]\nformat = \"json\"\n[signaling]\nmode = \"aws\"\n",
+            "[log]\nformat = \"yaml\"\n[signaling]\nmode = \"aws\"\n",
             &[],
         );
         assert_eq!(p.len(), 2, "{p:?}");
@@ -276,7 +276,7 @@ mod tests {
             p[0].starts_with("signaling.mode: unknown value \"aws\"; expected one of local, kvs")
         );
         assert!(p[1].starts_with(
-            "log.format: unknown value \"json\"; expected one of auto, journald, text"
+            "log.format: unknown value \"yaml\"; expected one of auto, journald, text, json"
         ));
         // Names are case-insensitive, as environment values often are upper case.
         let s = load_from(None, &env(&[("CAMGATE__SOURCE__TRANSPORT", "UDP")])).unwrap();
