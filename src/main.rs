@@ -100,10 +100,15 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!("configuration: {}", settings.source_description());
     let opts = DaemonOptions::from_settings(&settings);
-    runtime()?.block_on(async move {
+    let rt = runtime()?;
+    let result = rt.block_on(async move {
         daemon::run(opts, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Dropping the runtime would wait for every blocking task, and a capture wedged inside
+    // GStreamer (a source blocked in read()) never finishes its stop: exit without it.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 /// Resolves on SIGINT or SIGTERM (systemd's stop).
