@@ -100,13 +100,17 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn health(&self) -> Health {
-        let status = self
-            .capture
+    /// The capture's status; None once it has been stopped.
+    fn capture_status(&self) -> Option<crate::media::CaptureStatus> {
+        self.capture
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .map(|c| c.status());
+            .map(|c| c.status())
+    }
+
+    pub fn health(&self) -> Health {
+        let status = self.capture_status();
         let viewers = self.sessions.count();
         let max_viewers = self.sessions.max_viewers();
         let packetizer_errors = self
@@ -497,13 +501,7 @@ fn spawn_notifier(
 }
 
 fn observe(rt: &Runtime) -> notify::Observation {
-    let status = rt
-        .capture
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map(|c| c.status());
-    let (capture, frames, last_frame_age, last_capture_error) = match status {
+    let (capture, frames, last_frame_age, last_capture_error) = match rt.capture_status() {
         Some(s) => (s.state, s.frames, s.last_frame_age, s.last_error),
         None => (CaptureState::Stopped, 0, None, None),
     };

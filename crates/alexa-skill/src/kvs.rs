@@ -213,17 +213,25 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The service's error code (`x-amzn-ErrorType`) and message; empty when the call never got
+/// a service answer.
+fn code_and_message<E, R>(e: &SdkError<E, R>) -> (&str, &str)
+where
+    E: ProvideErrorMetadata,
+{
+    let service = e.as_service_error();
+    (
+        service.and_then(|s| s.code()).unwrap_or(""),
+        service.and_then(|s| s.message()).unwrap_or(""),
+    )
+}
+
 fn map_control_error<E, R>(op: &str, channel: &ChannelRef, e: SdkError<E, R>) -> OfferError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
-    let message = e
-        .as_service_error()
-        .and_then(|s| s.message())
-        .unwrap_or("")
-        .to_owned();
+    let (code, message) = code_and_message(&e);
     match code {
         "ResourceNotFoundException" => OfferError::ChannelNotFound(format!("{channel}: {message}")),
         "ClientLimitExceededException" => OfferError::Throttled(format!("{op}: {message}")),
@@ -238,12 +246,7 @@ where
     R: std::fmt::Debug,
 {
     const OP: &str = "SendAlexaOfferToMaster";
-    let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
-    let message = e
-        .as_service_error()
-        .and_then(|s| s.message())
-        .unwrap_or("")
-        .to_owned();
+    let (code, message) = code_and_message(&e);
     match code {
         "ClientLimitExceededException" => OfferError::Throttled(format!("{OP}: {message}")),
         "ResourceNotFoundException" => OfferError::ChannelNotFound(format!("{OP}: {message}")),
