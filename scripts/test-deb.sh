@@ -67,6 +67,11 @@ else
   deb=$(bash scripts/build-deb.sh | tail -n1)
 fi
 [ -f "$deb" ] || { echo "test-deb: no package at '$deb'" >&2; exit 1; }
+# apt-get takes a file only as a path with a slash in it.
+case "$deb" in
+  /*) pkgfile=$deb ;;
+  *) pkgfile=./$deb ;;
+esac
 deb_bytes=$(stat -c %s "$deb")
 installed_kib=$(dpkg-deb -f "$deb" Installed-Size)
 echo "package: $deb ($deb_bytes bytes, Installed-Size $installed_kib KiB)"
@@ -94,7 +99,7 @@ rm -f "$lint_out"
 # --- Install -----------------------------------------------------------------------------------
 step "install"
 purge_if_installed
-check "apt-get install ./$(basename "$deb")" apt-get install -y -q "./$deb"
+check "apt-get install $pkgfile" apt-get install -y -q "$pkgfile"
 check "dpkg says installed" test "$(dpkg-query -W -f='${db:Status-Status}' camgate)" = installed
 
 step "user and groups"
@@ -142,6 +147,42 @@ check "the hidden generate command stays out of the completions" \
   bash -c '! grep -q generate /usr/share/bash-completion/completions/camgate'
 check "unit enabled for boot (deb-systemd-helper, without a running systemd)" \
   test -L /etc/systemd/system/multi-user.target.wants/camgate.service
+
+step "maintainer scripts where systemd runs (stubbed systemctl, private /run)"
+# systemd is not running here, so the scripts' start/restart/stop branch is exercised with
+# systemctl and deb-systemd-invoke replaced by stubs that log their arguments (and report one
+# running camgate@front instance), and /run/systemd/system made in a private mount namespace.
+stubs=$(mktemp -d)
+for cmd in systemctl deb-systemd-invoke; do
+  cat >"$stubs/$cmd" <<EOF
+#!/bin/sh
+echo "$cmd \$*" >>"$stubs/calls"
+case "\$*" in *list-units*) echo "camgate@front.service loaded active running camgate (front)" ;; esac
+exit 0
+EOF
+  chmod +x "$stubs/$cmd"
+done
+# maint SCRIPT ARGS...: the installed maintainer script, as if systemd were PID 1; prints the calls.
+maint() {
+  : >"$stubs/calls"
+  unshare -m sh -c 'mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && exec "$@"' \
+    _ env PATH="$stubs:$PATH" "/var/lib/dpkg/info/camgate.$1" "${@:2}" >/dev/null
+  tr '\n' ';' <"$stubs/calls"
+}
+calls=$(maint postinst configure "")
+echo "install: $calls"
+check "install starts camgate.service" grep -q 'deb-systemd-invoke start camgate.service;' <<<"$calls"
+calls=$(maint postinst configure 0.1.0)
+echo "upgrade: $calls"
+check "upgrade restarts camgate.service and the running camgate@front" \
+  grep -q 'invoke restart camgate.service;.*invoke restart camgate@front.service;' <<<"$calls"
+calls=$(maint prerm remove)
+echo "remove: $calls"
+check "remove stops camgate.service and camgate@front" \
+  grep -q 'invoke stop camgate.service;.*invoke stop camgate@front.service;' <<<"$calls"
+calls=$(maint prerm upgrade 0.1.0)
+check "an upgrade does not stop the service in prerm" test -z "$calls"
+rm -rf "$stubs"
 
 step "configuration"
 check "camgate check-config as the camgate user" \
