@@ -252,7 +252,7 @@ if [ -n "$target" ]; then
   check_sysroot "$sysroot"
 
   # The step these build machines cannot do: Rust's standard library for the target.
-  libdir=$(rustc --print target-libdir --target "$target")
+  libdir=$("${RUSTC:-rustc}" --print target-libdir --target "$target")
   if ! compgen -G "$libdir/libstd-*.rlib" >/dev/null; then
     msg="stopped: the Rust standard library for $target is not installed; run \`rustup target add $target\`, then run this again"
     if [ "$until_std" = 1 ]; then
