@@ -3,8 +3,11 @@
 #   install-deps.sh          build + run (GStreamer dev libs and plugins)
 #   install-deps.sh --test   also what the test suite needs (RTSP server lib, Chromium, Node,
 #                            coturn as a loopback TURN server, Prometheus and python3-venv
-#                            for the /metrics consumers) and CI's Lambda zip build
-#                            (pip, for zig from PyPI: scripts/build-alexa-skill.sh)
+#                            for the /metrics consumers), CI's Lambda zip build
+#                            (pip, for zig from PyPI: scripts/build-alexa-skill.sh), and the
+#                            Debian package's build and test (dpkg-dev, lintian, systemd-analyze,
+#                            man; scripts/test-deb.sh) and cross-build (debootstrap, the arm64
+#                            cross compiler; scripts/build-deb.sh --target ...)
 # Runs apt-get as root (or through sudo). Safe to run again.
 set -euo pipefail
 
@@ -25,6 +28,11 @@ pkgs=(
 if [ "$want_test" = 1 ]; then
   pkgs+=(gstreamer1.0-rtsp libgstrtspserver-1.0-dev chromium iproute2 procps coturn
     python3-pip prometheus python3-venv)
+  # The .deb: build (dpkg-dev, binutils' strip), lint, install (adduser for the postinst), check
+  # (systemd-analyze from systemd, man from man-db). Cross-build: debootstrap and the archive
+  # keyring for the sysroots, Debian's cross compilers (they bring their binutils).
+  pkgs+=(dpkg-dev binutils lintian adduser systemd man-db debootstrap debian-archive-keyring
+    gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf)
   # Tests start their own turnserver on 127.0.0.1 (tests/support/turn.rs). Debian enables a
   # system-wide one on 0.0.0.0:3478 when coturn is installed; keep it off unless it was here.
   dpkg -s coturn >/dev/null 2>&1 || new_coturn=1

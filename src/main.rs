@@ -1,11 +1,11 @@
 //! The camgate binary: command line only; everything else lives in the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use camgate::config;
 use camgate::daemon::{self, DaemonOptions};
@@ -42,6 +42,23 @@ enum KvsCommand {
     Check(ConfigArg),
 }
 
+/// `camgate generate …`, for packagers (scripts/build-deb.sh). Parsed on its own, before
+/// [`Cli`], so that it stays out of the help, the man pages and the completions it writes.
+#[derive(Parser)]
+#[command(name = "camgate generate")]
+enum GenerateCommand {
+    /// Write camgate.1 and one page per subcommand (camgate-run.1, ...) into DIR.
+    Man {
+        /// Directory to write the pages to; created if missing.
+        dir: PathBuf,
+    },
+    /// Print the completion script for SHELL on stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
 #[derive(Args, Clone, Default)]
 struct ConfigArg {
     /// Configuration file (default: /etc/camgate/camgate.toml if it exists, else built-in
@@ -60,6 +77,10 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        let g = GenerateCommand::parse_from(std::env::args_os().skip(1));
+        return exit_code(generate(g));
+    }
     let cli = Cli::parse();
     // webrtc enables rustls' ring backend and the AWS crates aws-lc-rs; with both compiled in,
     // a rustls client built without an explicit provider panics. Settle it once, up front.
@@ -71,6 +92,10 @@ fn main() -> ExitCode {
         Some(Command::Probe) => probe(),
         Some(Command::Kvs(KvsCommand::Check(c))) => kvs_check(c),
     };
+    exit_code(result)
+}
+
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -81,7 +106,55 @@ fn main() -> ExitCode {
 }
 
 fn load(c: &ConfigArg) -> anyhow::Result<config::Settings> {
-    config::load(c.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))
+    let Some(creds) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+        return config::load(c.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"));
+    };
+    // Under systemd with LoadCredential=: the same as config::load, plus the credentials.
+    let mut env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+        .collect();
+    let creds = credential_vars(Path::new(&creds), &env)?;
+    env.extend(creds);
+    let default = Path::new(config::DEFAULT_CONFIG_PATH);
+    let file = match &c.config {
+        Some(path) => Some(path.as_path()),
+        None => default.exists().then_some(default),
+    };
+    config::load_from(file, &env).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// systemd credentials named like a configuration variable act as that variable, e.g.
+/// `LoadCredential=CAMGATE__SOURCE__PASSWORD:/etc/camgate/credentials/rtsp-password`: the
+/// source file can stay root-only, systemd hands the service a private copy, and the secret never
+/// enters the process environment. A variable set in the environment wins over a credential of
+/// the same name. One trailing newline (as `echo` writes, or CRLF) is dropped.
+fn credential_vars(dir: &Path, env: &[(String, String)]) -> anyhow::Result<Vec<(String, String)>> {
+    let prefix = config::ENV_PREFIX;
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("reading credentials {}", dir.display()))?;
+    let mut vars = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading credentials {}", dir.display()))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let ours = name
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix));
+        if !ours || env.iter().any(|(k, _)| *k == name) {
+            continue;
+        }
+        let value = std::fs::read_to_string(entry.path())
+            .with_context(|| format!("reading credential {name}"))?;
+        let value = value
+            .strip_suffix("\r\n")
+            .or_else(|| value.strip_suffix('\n'))
+            .unwrap_or(&value)
+            .to_string();
+        vars.push((name, value));
+    }
+    vars.sort();
+    Ok(vars)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -158,4 +231,21 @@ fn kvs_check(c: ConfigArg) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Man pages and completions come from the same clap definition as the parser, so they never
+/// drift from the real options.
+fn generate(g: GenerateCommand) -> anyhow::Result<ExitCode> {
+    let mut cmd = Cli::command();
+    match g {
+        GenerateCommand::Man { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, &dir)
+                .with_context(|| format!("writing man pages to {}", dir.display()))?;
+        }
+        GenerateCommand::Completions { shell } => {
+            clap_complete::generate(shell, &mut cmd, "camgate", &mut std::io::stdout());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
