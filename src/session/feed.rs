@@ -74,12 +74,9 @@ impl KeyframeCause {
         }
     }
 
+    /// Its slot in the per-cause counters: the declaration order, as in [`Self::ALL`].
     fn index(self) -> usize {
-        match self {
-            KeyframeCause::Join => 0,
-            KeyframeCause::PliFir => 1,
-            KeyframeCause::Loss => 2,
-        }
+        self as usize
     }
 }
 
@@ -88,7 +85,7 @@ impl KeyframeCause {
 pub struct KeyframeRequests {
     tx: mpsc::Sender<()>,
     /// Requests by [`KeyframeCause::index`].
-    requested: Arc<[AtomicU64; 3]>,
+    requested: Arc<[AtomicU64; KeyframeCause::ALL.len()]>,
     forwarded: Arc<AtomicU64>,
 }
 
