@@ -12,3 +12,4 @@ pub mod rtsp;
 pub mod sound;
 pub mod turn;
 pub mod viewer;
+pub mod wait;

@@ -1,6 +1,7 @@
 //! Local signaling: WHEP endpoint and the viewer page, for viewers that reach the daemon
 //! directly (same LAN, VPN, or a reverse proxy) with no AWS involved.
 
+pub mod sdpfrag;
 pub mod whep;
 
 use std::sync::Arc;

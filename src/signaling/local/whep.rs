@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use webrtc::peer_connection::RTCIceCandidateInit;
 
+use super::sdpfrag;
 use crate::session::sdp::MAX_OFFER_BYTES;
 use crate::session::{OfferRequest, SessionError, SessionManager};
 
@@ -138,28 +139,14 @@ pub async fn patch(
         Ok(f) => f,
         Err(r) => return r,
     };
-    let mut mid = None;
-    let mut candidates = Vec::new();
-    for line in frag.lines().map(str::trim) {
-        if let Some(m) = line.strip_prefix("a=mid:") {
-            mid = Some(m.to_owned());
-        } else if let Some(c) = line.strip_prefix("a=")
-            && c.starts_with("candidate:")
-        {
-            candidates.push(c.to_owned());
-        }
-    }
-    // A fragment with new credentials and no candidates is an ICE restart.
-    if frag.contains("a=ice-ufrag:") && candidates.is_empty() {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "ICE restart is not supported; POST a new offer instead",
-        );
-    }
-    for candidate in candidates {
+    let frag = match sdpfrag::parse(&frag) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    };
+    for candidate in frag.candidates {
         let init = RTCIceCandidateInit {
             candidate,
-            sdp_mid: mid.clone(),
+            sdp_mid: frag.mid.clone(),
             sdp_mline_index: Some(0),
             ..Default::default()
         };
