@@ -194,12 +194,15 @@ creds=$(mktemp -d)
 printf '0.0.0.0:18080\n' >"$creds/CAMGATE__HTTP__LISTEN"
 printf 'rtsp-s3cret\n' >"$creds/CAMGATE__SOURCE__PASSWORD"
 printf 'viewer\n' >"$creds/CAMGATE__SOURCE__USERNAME"
+printf 'deb-test-token-0123456789\n' >"$creds/CAMGATE__HTTP__TOKENS"
 chown -R camgate "$creds"
 cred_out=$(runuser -u camgate -- env CREDENTIALS_DIRECTORY="$creds" \
   camgate check-config --config /etc/camgate/camgate.toml 2>&1 || true)
 echo "$cred_out" | grep -E '^(listen|username|password) ' || true
 check "a systemd credential sets http.listen" grep -q '0.0.0.0:18080' <<<"$cred_out"
 check "a credential's secret is not printed" lacks rtsp-s3cret "$cred_out"
+check "a credential's token is not printed" lacks deb-test-token-0123456789 "$cred_out"
+check "a non-loopback listener with a token passes check-config" grep -q '^tokens = ' <<<"$cred_out"
 rm -rf "$creds"
 
 step "systemd units"

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod rtp;

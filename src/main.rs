@@ -168,6 +168,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut settings = load(&args.config)?;
     if let Some(listen) = args.listen {
         settings.http.listen = listen;
+        // What depends on the address (a token beyond loopback) is checked again.
+        settings
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e}").context(format!("with --listen {listen}")))?;
     }
     camgate::telemetry::init(&settings.log.level, settings.log.format)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -386,6 +386,9 @@ mod tests {
             udp_port_range: None,
             gather_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(30),
+            max_pending: 4,
+            max_remote_candidates: 32,
+            candidates: Default::default(),
         }
     }
 

@@ -293,7 +293,10 @@ mod tests {
             p,
             [
                 "source.widht: unknown key; did you mean source.width? (from FILE)",
-                "http.port: unknown key; keys in [http] are listen (from FILE)",
+                "http.port: unknown key; keys in [http] are listen, tokens, tokens_file, \
+                 metrics_token, allow_anonymous, tls_cert, tls_key, cors_origins, \
+                 header_timeout_s, body_timeout_s, max_connections, offers_per_ip_per_s \
+                 (from FILE)",
                 "sources: unknown key; did you mean source? (from FILE)",
             ]
         );

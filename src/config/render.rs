@@ -52,6 +52,12 @@ impl Settings {
             copy.source.password = Some(MASK.to_string());
         }
         copy.source.url = copy.source.url.as_deref().map(redact_url);
+        for t in &mut copy.http.tokens {
+            *t = MASK.to_string();
+        }
+        if copy.http.metrics_token.is_some() {
+            copy.http.metrics_token = Some(MASK.to_string());
+        }
 
         let mut w = Writer {
             out: format!(

@@ -145,6 +145,12 @@ pub struct WebRtcSettings {
     pub nat_1to1_ips: Vec<IpAddr>,
     pub gather_timeout_ms: u32,
     pub viewer_queue_frames: usize,
+    /// Seconds an answered session may take to connect before it is dropped.
+    pub connect_timeout_s: u32,
+    /// Sessions connecting at once; past it the oldest connecting one is dropped.
+    pub max_pending: usize,
+    /// Remote ICE candidates one session takes (offer and trickle together).
+    pub max_remote_candidates: usize,
 }
 
 /// `[audio]`: sound to viewers, and talkback from them.
@@ -168,10 +174,28 @@ pub struct SignalingSettings {
     pub mode: SignalingMode,
 }
 
-/// `[http]`.
-#[derive(Clone, Debug, PartialEq)]
+/// `[http]`. Its `Debug` masks the tokens.
+#[derive(Clone, PartialEq)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
+    /// Bearer tokens for WHEP, `/stats` and `/metrics`; empty = no token asked.
+    pub tokens: Vec<String>,
+    /// A file of more tokens, one per line; read again on SIGHUP.
+    pub tokens_file: Option<PathBuf>,
+    /// A token that opens `/metrics` only (a Prometheus server).
+    pub metrics_token: Option<String>,
+    /// Serve without a token on a non-loopback address (refused at start otherwise).
+    pub allow_anonymous: bool,
+    /// PEM certificate chain and private key for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Origins of other pages allowed to use WHEP (CORS); empty = same origin only.
+    pub cors_origins: Vec<String>,
+    pub header_timeout_s: u32,
+    pub body_timeout_s: u32,
+    pub max_connections: usize,
+    /// WHEP offers per client IP address per second; 0 = no limit.
+    pub offers_per_ip_per_s: u32,
 }
 
 /// `[kvs]`: only used when `signaling.mode = "kvs"`.
@@ -275,6 +299,9 @@ impl Default for Settings {
                 nat_1to1_ips: Vec::new(),
                 gather_timeout_ms: 2000,
                 viewer_queue_frames: 30,
+                connect_timeout_s: 10,
+                max_pending: 8,
+                max_remote_candidates: 32,
             },
             audio: AudioSettings {
                 source: AudioSource::Auto,
@@ -288,6 +315,17 @@ impl Default for Settings {
             },
             http: HttpSettings {
                 listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+                tokens: Vec::new(),
+                tokens_file: None,
+                metrics_token: None,
+                allow_anonymous: false,
+                tls_cert: None,
+                tls_key: None,
+                cors_origins: Vec::new(),
+                header_timeout_s: 10,
+                body_timeout_s: 10,
+                max_connections: 64,
+                offers_per_ip_per_s: 2,
             },
             kvs: KvsSettings::default(),
             log: LogSettings {
@@ -339,6 +377,9 @@ impl Settings {
         v.field("webrtc.nat_1to1_ips", &mut w.nat_1to1_ips);
         v.field("webrtc.gather_timeout_ms", &mut w.gather_timeout_ms);
         v.field("webrtc.viewer_queue_frames", &mut w.viewer_queue_frames);
+        v.field("webrtc.connect_timeout_s", &mut w.connect_timeout_s);
+        v.field("webrtc.max_pending", &mut w.max_pending);
+        v.field("webrtc.max_remote_candidates", &mut w.max_remote_candidates);
 
         let a = &mut self.audio;
         v.field("audio.source", &mut a.source);
@@ -349,7 +390,19 @@ impl Settings {
 
         v.field("signaling.mode", &mut self.signaling.mode);
 
-        v.field("http.listen", &mut self.http.listen);
+        let h = &mut self.http;
+        v.field("http.listen", &mut h.listen);
+        v.field("http.tokens", &mut h.tokens);
+        v.field("http.tokens_file", &mut h.tokens_file);
+        v.field("http.metrics_token", &mut h.metrics_token);
+        v.field("http.allow_anonymous", &mut h.allow_anonymous);
+        v.field("http.tls_cert", &mut h.tls_cert);
+        v.field("http.tls_key", &mut h.tls_key);
+        v.field("http.cors_origins", &mut h.cors_origins);
+        v.field("http.header_timeout_s", &mut h.header_timeout_s);
+        v.field("http.body_timeout_s", &mut h.body_timeout_s);
+        v.field("http.max_connections", &mut h.max_connections);
+        v.field("http.offers_per_ip_per_s", &mut h.offers_per_ip_per_s);
 
         let k = &mut self.kvs;
         v.field("kvs.region", &mut k.region);
@@ -427,6 +480,25 @@ pub(crate) fn arn_region(arn: &str) -> Option<&str> {
 }
 
 /// Hand-written so that a stray `{:?}` in a log line cannot leak the RTSP password.
+impl std::fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("listen", &self.listen)
+            .field("tokens", &format_args!("[{} masked]", self.tokens.len()))
+            .field("tokens_file", &self.tokens_file)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("cors_origins", &self.cors_origins)
+            .field("header_timeout_s", &self.header_timeout_s)
+            .field("body_timeout_s", &self.body_timeout_s)
+            .field("max_connections", &self.max_connections)
+            .field("offers_per_ip_per_s", &self.offers_per_ip_per_s)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for SourceSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SourceSettings")

@@ -19,10 +19,12 @@ const LIST_KEYS: &[&str] = &[
     "webrtc.stun_urls",
     "webrtc.host_addresses",
     "webrtc.nat_1to1_ips",
+    "http.tokens",
+    "http.cors_origins",
 ];
 
 /// Keys whose values must not appear in messages.
-const SECRET_KEYS: &[&str] = &["source.password"];
+const SECRET_KEYS: &[&str] = &["source.password", "http.tokens", "http.metrics_token"];
 
 /// One already-collected layer of values, handed to the `config` crate for merging.
 #[derive(Clone, Debug)]

@@ -96,6 +96,7 @@ impl Settings {
         check_webrtc(&mut c);
         check_audio(&mut c);
         check_kvs(&mut c);
+        check_http(&mut c);
         check_log(&mut c);
         if c.problems.is_empty() {
             Ok(())
@@ -278,6 +279,14 @@ fn check_ip_list(c: &mut Checker<'_>, key: &str, ips: &[IpAddr]) {
 fn check_webrtc(c: &mut Checker<'_>) {
     let w = &c.s.webrtc;
     c.range("webrtc.max_viewers", w.max_viewers, 1, 100);
+    c.range("webrtc.connect_timeout_s", w.connect_timeout_s, 2, 120);
+    c.range("webrtc.max_pending", w.max_pending, 1, 100);
+    c.range(
+        "webrtc.max_remote_candidates",
+        w.max_remote_candidates,
+        4,
+        256,
+    );
     for url in &w.stun_urls {
         let host = url
             .strip_prefix("stun:")
@@ -534,6 +543,79 @@ pub(crate) fn check_log_level(directive: &str) -> Result<(), String> {
         .parse(directive)
         .map(|_| ())
         .map_err(|e| format!("{directive:?} is not a valid filter: {e}"))
+}
+
+fn check_http(c: &mut Checker<'_>) {
+    use crate::http::auth::token_problem;
+    let h = &c.s.http;
+    c.range("http.header_timeout_s", h.header_timeout_s, 1, 300);
+    c.range("http.body_timeout_s", h.body_timeout_s, 1, 300);
+    c.range("http.max_connections", h.max_connections, 4, 10_000);
+    c.range("http.offers_per_ip_per_s", h.offers_per_ip_per_s, 0, 1000);
+    for (i, t) in h.tokens.iter().enumerate() {
+        if let Some(p) = token_problem(t) {
+            c.push("http.tokens", format!("http.tokens[{i}]: {p}"));
+        }
+    }
+    if let Some(t) = &h.metrics_token
+        && let Some(p) = token_problem(t)
+    {
+        c.push("http.metrics_token", format!("http.metrics_token: {p}"));
+    }
+    if let Some(f) = &h.tokens_file {
+        c.file_exists("http.tokens_file", f);
+    }
+    match (&h.tls_cert, &h.tls_key) {
+        (Some(cert), Some(key)) => {
+            c.file_exists("http.tls_cert", cert);
+            c.file_exists("http.tls_key", key);
+        }
+        (Some(_), None) => c.push(
+            "http.tls_key",
+            "http.tls_key is required when http.tls_cert is set".into(),
+        ),
+        (None, Some(_)) => c.push(
+            "http.tls_cert",
+            "http.tls_cert is required when http.tls_key is set".into(),
+        ),
+        (None, None) => {}
+    }
+    for o in &h.cors_origins {
+        if o != "*" && !is_origin(o) {
+            c.push(
+                "http.cors_origins",
+                format!("http.cors_origins: {o:?} is not an origin; expected scheme://host[:port] with no path, e.g. \"https://dashboard.example:8123\", or \"*\""),
+            );
+        }
+    }
+    let has_tokens = !h.tokens.is_empty() || h.tokens_file.is_some();
+    if !h.listen.ip().is_loopback() && !has_tokens && !h.allow_anonymous {
+        c.push(
+            "http.tokens",
+            format!(
+                "http.tokens: http.listen = \"{}\" reaches beyond this machine, so viewers need a token: \
+                 set http.tokens (e.g. from `openssl rand -hex 16`) or http.tokens_file; \
+                 or set http.allow_anonymous = true to let anyone who can reach the port watch",
+                h.listen
+            ),
+        );
+    }
+}
+
+/// `scheme://host[:port]` exactly, as browsers send in `Origin`.
+fn is_origin(o: &str) -> bool {
+    match url::Url::parse(o) {
+        Ok(u) => {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.path() == "/"
+                && !o.ends_with('/')
+                && u.query().is_none()
+                && u.fragment().is_none()
+                && u.username().is_empty()
+        }
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ use crate::signaling;
 pub struct DaemonOptions {
     pub capture: CaptureOptions,
     pub sessions: SessionOptions,
-    pub listen: SocketAddr,
+    /// `[http]`: where to listen, tokens, TLS, CORS and limits.
+    pub http: crate::http::HttpOptions,
     /// Frames a viewer may fall behind before it skips to the next keyframe.
     pub viewer_queue_frames: usize,
     pub signaling: SignalingMode,
@@ -52,6 +53,8 @@ pub enum DaemonError {
     Packetizer(#[from] crate::rtp::PacketizeError),
     #[error("capture: {0}")]
     Capture(#[from] crate::media::MediaError),
+    #[error("{0}")]
+    HttpSetup(#[from] crate::http::HttpSetupError),
     #[error("cannot listen on {addr} (http.listen): {source}")]
     Listen {
         addr: SocketAddr,
@@ -97,6 +100,8 @@ pub struct Runtime {
     /// KVS signaling counters, in kvs mode.
     kvs: Option<Arc<signaling::kvs::KvsStats>>,
     audio: Arc<audio::DaemonAudio>,
+    /// HTTP connection counters, for `/stats`.
+    connections: Arc<crate::http::ConnectionStats>,
 }
 
 impl Runtime {
@@ -180,6 +185,19 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     gstreamer::init().map_err(|e| DaemonError::Gstreamer(e.to_string()))?;
 
+    // The port first: a taken port or a bad certificate fails the start before the camera
+    // is opened, and candidates naming our real listening socket can be ignored.
+    let (tokens, tls) = opts.http.load()?;
+    let listener = TcpListener::bind(opts.http.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: opts.http.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(DaemonError::Http)?;
+    let mut session_opts = opts.sessions.clone();
+    session_opts.candidates.own = vec![bound];
+
     let feed = FrameFeed::new(opts.viewer_queue_frames);
     let packetizer_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let packetizer = H264Packetizer::new(PacketizerConfig::default())?;
@@ -210,7 +228,7 @@ pub async fn run(
             .map_err(DaemonError::Audio)?,
     );
     let sessions = SessionManager::new(
-        opts.sessions.clone(),
+        session_opts,
         feed.clone(),
         keyframes.clone(),
         daemon_audio.service.clone(),
@@ -226,15 +244,8 @@ pub async fn run(
         started: Instant::now(),
         kvs: None,
         audio: daemon_audio.clone(),
+        connections: Arc::default(),
     };
-
-    let listener = TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| DaemonError::Listen {
-            addr: opts.listen,
-            source,
-        })?;
-    let bound = listener.local_addr().map_err(DaemonError::Http)?;
 
     let mut kvs_task = None;
     if let SignalingMode::Kvs(kvs) = &opts.signaling {
@@ -258,26 +269,49 @@ pub async fn run(
             None => crate::metrics::Signaling::Local,
         },
     });
+    let connections = Arc::new(crate::http::ConnectionStats::default());
+    rt.connections = connections.clone();
     let mut app = Router::new()
         .route("/healthz", get(healthz))
-        .route("/stats", get(stats))
+        .merge(
+            Router::new()
+                .route("/stats", get(stats))
+                .route_layer(axum::middleware::from_fn(crate::http::require_viewer)),
+        )
         .with_state(rt.clone())
-        .merge(crate::metrics::router(Arc::new(metrics)));
+        .merge(
+            crate::metrics::router(Arc::new(metrics))
+                .route_layer(axum::middleware::from_fn(crate::http::require_metrics)),
+        );
     match &opts.signaling {
         SignalingMode::Local => {
-            app = app.merge(signaling::local::router(sessions.clone()));
-            announce(&opts, bound, "local (WHEP)");
+            let whep = signaling::local::Whep::new(
+                sessions.clone(),
+                opts.http.offers_per_ip_per_s,
+                opts.http.body_timeout,
+            );
+            app = app.merge(signaling::local::router(whep, &opts.http.cors_origins));
+            announce(&opts, bound, "local (WHEP)", &tokens, tls.as_deref());
         }
-        SignalingMode::Kvs(_) => announce(&opts, bound, "Amazon KVS master"),
+        SignalingMode::Kvs(_) => {
+            announce(&opts, bound, "Amazon KVS master", &tokens, tls.as_deref())
+        }
     }
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        tokens.clone(),
+        crate::http::identify,
+    ));
 
     let stop = tokio_util::sync::CancellationToken::new();
-    let server_stop = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
-            .await
-    });
+    let server = tokio::spawn(crate::http::server::serve(
+        listener,
+        app,
+        opts.http.limits.clone(),
+        tls.clone(),
+        connections,
+        stop.clone(),
+    ));
+    let reloader = spawn_reloader(opts.http.clone(), tokens, tls);
 
     let mode = match &opts.signaling {
         SignalingMode::Local => "local (WHEP)",
@@ -294,6 +328,7 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutting down");
+    reloader.abort();
     if let Some((task, notifier)) = notifier {
         task.abort();
         let stopping = lock_notifier(&notifier).stopping();
@@ -373,7 +408,34 @@ fn publish(
     }
 }
 
-fn announce(opts: &DaemonOptions, bound: SocketAddr, mode: &str) {
+/// Reads the tokens file and the certificate again on every SIGHUP.
+fn spawn_reloader(
+    http: crate::http::HttpOptions,
+    tokens: crate::http::Tokens,
+    tls: Option<Arc<crate::http::TlsFiles>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("SIGHUP reloads are unavailable: {e}");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            http.reload(&tokens, tls.as_deref());
+        }
+    })
+}
+
+fn announce(
+    opts: &DaemonOptions,
+    bound: SocketAddr,
+    mode: &str,
+    tokens: &crate::http::Tokens,
+    tls: Option<&crate::http::TlsFiles>,
+) {
     let host = if bound.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else if bound.is_ipv6() {
@@ -381,8 +443,21 @@ fn announce(opts: &DaemonOptions, bound: SocketAddr, mode: &str) {
     } else {
         bound.ip().to_string()
     };
-    let url = format!("http://{host}:{}/", bound.port());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{host}:{}/", bound.port());
     tracing::info!(%url, mode, "camgate {} running", env!("CARGO_PKG_VERSION"));
+    if let Some(t) = tls {
+        tracing::info!(
+            fingerprint = %t.fingerprint(),
+            "HTTPS certificate (SHA-256); compare it with what the browser shows for a self-signed one"
+        );
+    }
+    if !tokens.required() && !bound.ip().is_loopback() {
+        tracing::warn!(
+            listen = %bound,
+            "http.allow_anonymous: anyone who can reach this address can watch the camera; set http.tokens to require a token"
+        );
+    }
     // Plain stdout on purpose: this line is for the person who just typed the command.
     println!(
         "camgate {}: {mode}, {} {}x{}@{}",
@@ -393,6 +468,9 @@ fn announce(opts: &DaemonOptions, bound: SocketAddr, mode: &str) {
         opts.capture.framerate
     );
     match opts.signaling {
+        SignalingMode::Local if tokens.required() => println!(
+            "camgate: open {url} in a browser to watch (it asks for one of http.tokens; {url}#token=<token> logs straight in)"
+        ),
         SignalingMode::Local => println!("camgate: open {url} in a browser to watch"),
         SignalingMode::Kvs(_) => println!("camgate: health at {url}healthz"),
     }
@@ -410,22 +488,49 @@ fn describe_source(c: &CaptureOptions) -> String {
     }
 }
 
-async fn healthz(State(rt): State<Runtime>) -> impl IntoResponse {
+/// `/healthz`: 200 or 503 for anyone; what is wrong only for callers who may read `/stats`.
+async fn healthz(
+    State(rt): State<Runtime>,
+    access: Option<axum::Extension<crate::http::Access>>,
+) -> axum::response::Response {
     let h = rt.health();
     let code = if h.ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(h))
+    if crate::http::may_see_details(access.as_deref()) {
+        (code, Json(h)).into_response()
+    } else {
+        (code, Json(serde_json::json!({ "ok": h.ok }))).into_response()
+    }
 }
 
-async fn stats(State(rt): State<Runtime>) -> impl IntoResponse {
+async fn stats(
+    State(rt): State<Runtime>,
+    access: Option<axum::Extension<crate::http::Access>>,
+) -> impl IntoResponse {
+    // Session ids are what WHEP's PATCH and DELETE act on: only a token holder sees them.
+    let authenticated = matches!(access.as_deref(), Some(crate::http::Access::Viewer));
+    let mut sessions = rt.sessions.summaries();
+    if !authenticated {
+        for s in &mut sessions {
+            s.id.clear();
+        }
+    }
+    let (connected, connecting) = rt.sessions.occupancy();
+    let c = &rt.connections;
     Json(serde_json::json!({
         "uptime_s": rt.started.elapsed().as_secs_f64(),
         "frames_published": rt.feed.published(),
         "health": rt.health(),
-        "sessions": rt.sessions.summaries(),
+        "viewers": { "connected": connected, "connecting": connecting },
+        "http": {
+            "connections_open": c.open.load(std::sync::atomic::Ordering::Relaxed),
+            "connections_refused": c.refused.load(std::sync::atomic::Ordering::Relaxed),
+            "tls_failed": c.tls_failed.load(std::sync::atomic::Ordering::Relaxed),
+        },
+        "sessions": sessions,
         "kvs": rt.kvs.as_ref().map(|k| k.snapshot().to_json()),
         "audio": rt.audio.status_json(),
     }))
@@ -658,7 +763,12 @@ impl DaemonOptions {
             udp_port_range: (w.udp_port_min != 0 || w.udp_port_max != 0)
                 .then_some((w.udp_port_min, w.udp_port_max)),
             gather_timeout,
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(u64::from(w.connect_timeout_s)),
+            max_pending: w.max_pending,
+            max_remote_candidates: w.max_remote_candidates,
+            candidates: crate::session::CandidatePolicy {
+                own: vec![s.http.listen],
+            },
         };
         let signaling = match s.signaling.mode {
             crate::config::SignalingMode::Local => SignalingMode::Local,
@@ -714,11 +824,30 @@ impl DaemonOptions {
         DaemonOptions {
             capture,
             sessions,
-            listen: s.http.listen,
+            http: http_options(&s.http),
             viewer_queue_frames: w.viewer_queue_frames,
             signaling,
             audio,
             talkback,
         }
+    }
+}
+
+/// `[http]` onto the server's options.
+fn http_options(h: &crate::config::HttpSettings) -> crate::http::HttpOptions {
+    crate::http::HttpOptions {
+        listen: h.listen,
+        tokens: h.tokens.clone(),
+        tokens_file: h.tokens_file.clone(),
+        metrics_token: h.metrics_token.clone(),
+        allow_anonymous: h.allow_anonymous,
+        tls: h.tls_cert.clone().zip(h.tls_key.clone()),
+        cors_origins: h.cors_origins.clone(),
+        limits: crate::http::ConnectionLimits {
+            header_timeout: Duration::from_secs(u64::from(h.header_timeout_s)),
+            max_connections: h.max_connections,
+        },
+        body_timeout: Duration::from_secs(u64::from(h.body_timeout_s)),
+        offers_per_ip_per_s: h.offers_per_ip_per_s,
     }
 }

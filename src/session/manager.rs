@@ -3,8 +3,15 @@
 //! Local WHEP and KVS both come here with an offer and leave with an answer; everything after
 //! that (connect, media, teardown) is the session's own task. A session ends when the viewer
 //! says so (WHEP DELETE, a new offer from the same KVS client id), when ICE gives up on it
-//! (the only signal we get from a viewer that simply vanished), when it never connects, or on
-//! shutdown — and in every case its slot, sockets and port are returned.
+//! (the only signal we get from a viewer that simply vanished), when it never connects, when
+//! it can no longer be sent to (a write stall), or on shutdown — and in every case its slot,
+//! sockets and port are returned.
+//!
+//! Admission counts two kinds of session separately: connected viewers (`webrtc.max_viewers`)
+//! and sessions still connecting (`webrtc.max_pending`). Offers that never connect (a client
+//! that posts and goes away, a flood) only ever fill the second; when it is full the oldest
+//! connecting session makes room, and each expires after `webrtc.connect_timeout_s`. So
+//! offers that go nowhere can delay a real viewer but not lock it out.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -19,6 +26,7 @@ use webrtc::peer_connection::{
 
 use super::IceServer;
 use super::audio::AudioService;
+use super::candidate::{self, CandidatePolicy, Verdict};
 use super::feed::{FrameFeed, KeyframeRequests};
 use super::peer::{self, AudioPeerPlan, NetworkOptions, PeerEvents};
 use super::ports::PortPool;
@@ -34,8 +42,17 @@ pub struct SessionOptions {
     pub udp_port_range: Option<(u16, u16)>,
     /// Cap on gathering for answers that must carry every candidate (WHEP, Alexa).
     pub gather_timeout: Duration,
-    /// A session that is answered but not connected after this long is dropped.
+    /// A session that is answered but not connected after this long is dropped
+    /// (`webrtc.connect_timeout_s`).
     pub connect_timeout: Duration,
+    /// Sessions answered (or being answered) but not connected, at most
+    /// (`webrtc.max_pending`); past it the oldest connecting session is dropped.
+    pub max_pending: usize,
+    /// Remote ICE candidates one session takes, offer and trickle together
+    /// (`webrtc.max_remote_candidates`).
+    pub max_remote_candidates: usize,
+    /// Which remote candidates are used at all.
+    pub candidates: CandidatePolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +61,14 @@ pub enum SessionError {
     BadOffer(#[from] SdpError),
     #[error("viewer limit reached ({max} of webrtc.max_viewers = {max} in use); try again later")]
     Full { max: usize },
+    #[error("too many viewers connecting at once (webrtc.max_pending = {max}); try again shortly")]
+    Busy { max: usize },
+    #[error(
+        "this session already has {max} remote candidates (webrtc.max_remote_candidates); no more are taken"
+    )]
+    TooManyCandidates { max: usize },
+    #[error("a newer offer from the same viewer replaced this one")]
+    Superseded,
     #[error("no free UDP port in webrtc.udp_port_min..=webrtc.udp_port_max ({size} ports)")]
     NoPort { size: usize },
     #[error("offer rejected by the WebRTC stack: {0}")]
@@ -106,6 +131,15 @@ struct Entry {
     state: watch::Receiver<RTCPeerConnectionState>,
     created: Instant,
     done: watch::Receiver<bool>,
+    /// Counted against `max_viewers` (true) or `max_pending` (false).
+    connected: bool,
+    /// Dropped to make room for a newer connecting session; its task is closing it, and it no
+    /// longer counts against either cap.
+    evicted: bool,
+    /// Remote candidates taken so far (the offer's and trickled ones).
+    remote_candidates: usize,
+    /// The offer generation that made it (see `Inner::latest_offer`).
+    generation: u64,
 }
 
 /// What every viewer was sent, added up: ended sessions plus the live ones (for metrics).
@@ -130,6 +164,12 @@ impl SentTotals {
 
 struct Inner {
     sessions: HashMap<String, Entry>,
+    /// Per viewer id (KVS): the generation of its newest offer. An offer admits its session
+    /// only if it is still the newest, so two quick offers from one viewer end with one
+    /// session, the second's.
+    latest_offer: HashMap<String, u64>,
+    /// The last generation handed out.
+    generation: u64,
     /// What sessions that have ended were sent.
     ended: SentTotals,
     /// Slots promised to offers still being answered.
@@ -169,6 +209,48 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// Closes a peer connection that never became a session: the offer failed, or its caller
+/// went away (an HTTP client that hung up, a KVS handler that timed out) and dropped the
+/// future mid-answer. Without it the connection, its socket and its gathering would live on.
+struct PeerGuard(Option<Arc<dyn PeerConnection>>);
+
+impl PeerGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for PeerGuard {
+    fn drop(&mut self) {
+        if let Some(pc) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                if let Err(e) = pc.close().await {
+                    tracing::debug!("closing an unanswered peer connection: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// Forgets a viewer's newest-offer generation when that offer does not become a session.
+struct LatestOffer<'a> {
+    mgr: &'a SessionManager,
+    viewer: Option<(String, u64)>,
+}
+
+impl Drop for LatestOffer<'_> {
+    fn drop(&mut self) {
+        if let Some((viewer, generation)) = self.viewer.take() {
+            let mut inner = self.mgr.lock();
+            if inner.latest_offer.get(&viewer) == Some(&generation) {
+                inner.latest_offer.remove(&viewer);
+            }
+        }
+    }
+}
+
 impl SessionManager {
     pub fn new(
         opts: SessionOptions,
@@ -188,6 +270,8 @@ impl SessionManager {
             timings,
             inner: Mutex::new(Inner {
                 sessions: HashMap::new(),
+                latest_offer: HashMap::new(),
+                generation: 0,
                 ended: SentTotals::default(),
                 reserved: 0,
                 ports,
@@ -209,7 +293,15 @@ impl SessionManager {
 
     /// Live sessions (answered, connecting or connected).
     pub fn count(&self) -> usize {
-        self.lock().sessions.len()
+        self.lock().sessions.values().filter(|e| !e.evicted).count()
+    }
+
+    /// Sessions connected (against `max_viewers`) and connecting (against `max_pending`,
+    /// offers still being answered included).
+    pub fn occupancy(&self) -> (usize, usize) {
+        let inner = self.lock();
+        let (connected, pending) = inner.occupancy();
+        (connected, pending)
     }
 
     /// The histograms signaling layers and viewer tasks report timings into.
@@ -246,14 +338,41 @@ impl SessionManager {
             );
         }
 
+        let (offer_sdp, dropped) = candidate::filter_offer(
+            &prepared.sdp,
+            &self.opts.candidates,
+            self.opts.max_remote_candidates,
+        );
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                max = self.opts.max_remote_candidates,
+                "offer candidates ignored (unusable addresses, or past webrtc.max_remote_candidates)"
+            );
+        }
+        let offered_candidates = candidate::count_in(&offer_sdp);
+
+        // This offer becomes the viewer's newest before its old sessions are looked up, so an
+        // older offer still being answered can no longer admit its session.
+        let mut latest = LatestOffer {
+            mgr: self,
+            viewer: None,
+        };
+        let mut generation = 0;
         if let Some(viewer) = &req.viewer {
-            let old: Vec<String> = self
-                .lock()
-                .sessions
-                .iter()
-                .filter(|(_, e)| e.viewer.as_deref() == Some(viewer))
-                .map(|(id, _)| id.clone())
-                .collect();
+            let old: Vec<String> = {
+                let mut inner = self.lock();
+                inner.generation += 1;
+                generation = inner.generation;
+                inner.latest_offer.insert(viewer.clone(), generation);
+                inner
+                    .sessions
+                    .iter()
+                    .filter(|(_, e)| e.viewer.as_deref() == Some(viewer))
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            };
+            latest.viewer = Some((viewer.clone(), generation));
             for id in old {
                 tracing::info!(session = %id, viewer = %viewer, "new offer from the same viewer replaces its session");
                 self.close(&id).await;
@@ -293,23 +412,17 @@ impl SessionManager {
         )
         .await
         .map_err(|e| SessionError::Internal(e.to_string()))?;
+        let guard = PeerGuard(Some(peer.pc.clone()));
 
-        let answer = match negotiate(
+        let answer = negotiate(
             &peer.pc,
-            &prepared.sdp,
+            &offer_sdp,
             &events,
             trickled,
             audio_mid.as_ref().map(|(m, d)| (m.as_str(), *d)),
             self.opts.gather_timeout,
         )
-        .await
-        {
-            Ok(sdp) => sdp,
-            Err(e) => {
-                let _ = peer.pc.close().await;
-                return Err(e);
-            }
-        };
+        .await?;
 
         let cancel = CancellationToken::new();
         let counters = Arc::new(ViewerCounters::default());
@@ -324,35 +437,43 @@ impl SessionManager {
             .clone()
             .map(|desc| (desc, audio_counters.clone()));
         let (done_tx, done_rx) = watch::channel(false);
-        let admitted = {
+        {
             let mut inner = self.lock();
             if inner.closing {
-                false
-            } else {
-                inner.reserved -= 1;
-                inner.sessions.insert(
-                    id.clone(),
-                    Entry {
-                        viewer: req.viewer.clone(),
-                        pc: peer.pc.clone(),
-                        cancel: cancel.clone(),
-                        counters: counters.clone(),
-                        audio: audio_summary,
-                        state: events.state.clone(),
-                        created: started,
-                        done: done_rx,
-                    },
-                );
-                reservation.armed = false;
-                true
+                return Err(SessionError::ShuttingDown);
             }
-        };
-        if !admitted {
-            let _ = peer.pc.close().await;
-            return Err(SessionError::ShuttingDown);
+            if let Some((viewer, generation)) = &latest.viewer
+                && inner.latest_offer.get(viewer) != Some(generation)
+            {
+                tracing::info!(viewer = %viewer, "a newer offer from this viewer arrived while answering; this one is dropped");
+                latest.viewer = None;
+                return Err(SessionError::Superseded);
+            }
+            inner.reserved -= 1;
+            inner.sessions.insert(
+                id.clone(),
+                Entry {
+                    viewer: req.viewer.clone(),
+                    pc: peer.pc.clone(),
+                    cancel: cancel.clone(),
+                    counters: counters.clone(),
+                    audio: audio_summary,
+                    state: events.state.clone(),
+                    created: started,
+                    done: done_rx,
+                    connected: false,
+                    evicted: false,
+                    remote_candidates: offered_candidates,
+                    generation,
+                },
+            );
+            reservation.armed = false;
+            // The session owns the connection and the generation from here on.
+            latest.viewer = None;
         }
+        guard.disarm();
 
-        let mut media = vec![MediaTask {
+        let video = MediaTask {
             track: peer.track.clone(),
             stamper: Stamper::new(
                 peer.ssrc,
@@ -366,11 +487,12 @@ impl SessionManager {
             cancel: cancel.clone(),
             demand: None,
             first_frame: Some((started, self.timings.offer_to_first_frame.clone())),
-        }];
+        };
+        let mut audio_task = None;
         if let (Some((track, ssrc)), Some((codec, pt, _)), Some(audio_counters)) =
             (&peer.audio, audio_answer, audio_counters)
         {
-            media.push(MediaTask {
+            audio_task = Some(MediaTask {
                 track: track.clone(),
                 stamper: Stamper::new(*ssrc, pt, rand::random(), rand::random()),
                 feed: self.audio.feed(codec).clone(),
@@ -387,7 +509,7 @@ impl SessionManager {
             reservation.port,
             peer.pc,
             events,
-            media,
+            (video, audio_task),
             cancel,
             self.opts.connect_timeout,
             done_tx,
@@ -447,10 +569,34 @@ impl SessionManager {
         if inner.closing {
             return Err(SessionError::ShuttingDown);
         }
-        if inner.sessions.len() + inner.reserved >= self.opts.max_viewers {
+        let (connected, pending) = inner.occupancy();
+        if connected >= self.opts.max_viewers {
             return Err(SessionError::Full {
                 max: self.opts.max_viewers,
             });
+        }
+        if pending >= self.opts.max_pending {
+            // Make room by dropping the connecting session that has waited longest: a real
+            // viewer connects within a second of its answer, so the oldest is the likeliest
+            // to be one that never will.
+            let oldest = inner
+                .sessions
+                .iter_mut()
+                .filter(|(_, e)| !e.connected && !e.evicted)
+                .min_by_key(|(_, e)| e.created);
+            match oldest {
+                Some((id, e)) => {
+                    tracing::info!(session = %id, age_ms = e.created.elapsed().as_millis() as u64,
+                        "webrtc.max_pending reached: dropping the oldest unconnected session");
+                    e.evicted = true;
+                    e.cancel.cancel();
+                }
+                None => {
+                    return Err(SessionError::Busy {
+                        max: self.opts.max_pending,
+                    });
+                }
+            }
         }
         let port = inner.ports.acquire().ok_or(SessionError::NoPort {
             size: inner.ports.size(),
@@ -463,18 +609,32 @@ impl SessionManager {
         })
     }
 
-    /// A trickled candidate from the viewer of session `id`.
+    /// A trickled candidate from the viewer of session `id`. Unusable addresses are skipped
+    /// (Ok); past `max_remote_candidates` the candidate is refused.
     pub async fn add_remote_candidate(
         &self,
         id: &str,
         candidate: RTCIceCandidateInit,
     ) -> Result<(), SessionError> {
-        let pc = self
-            .lock()
-            .sessions
-            .get(id)
-            .map(|e| e.pc.clone())
-            .ok_or_else(|| SessionError::NotFound(id.to_owned()))?;
+        if let Verdict::Ignore(why) = self.opts.candidates.judge(&candidate.candidate) {
+            tracing::debug!(session = %id, why, "remote candidate ignored");
+            return Ok(());
+        }
+        let pc = {
+            let mut inner = self.lock();
+            let e = inner
+                .sessions
+                .get_mut(id)
+                .filter(|e| !e.evicted)
+                .ok_or_else(|| SessionError::NotFound(id.to_owned()))?;
+            if e.remote_candidates >= self.opts.max_remote_candidates {
+                return Err(SessionError::TooManyCandidates {
+                    max: self.opts.max_remote_candidates,
+                });
+            }
+            e.remote_candidates += 1;
+            e.pc.clone()
+        };
         pc.add_ice_candidate(candidate)
             .await
             .map_err(|e| SessionError::Negotiation(format!("bad candidate: {e}")))
@@ -485,8 +645,22 @@ impl SessionManager {
         self.lock()
             .sessions
             .iter()
-            .find(|(_, e)| e.viewer.as_deref() == Some(viewer))
+            .find(|(_, e)| e.viewer.as_deref() == Some(viewer) && !e.evicted)
             .map(|(id, _)| id.clone())
+    }
+
+    /// A session has connected: it moves from the connecting count to the viewer count, if
+    /// there is room. False when `max_viewers` are already connected (it must close).
+    fn mark_connected(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        let (connected, _) = inner.occupancy();
+        match inner.sessions.get_mut(id) {
+            Some(e) if !e.evicted && connected < self.opts.max_viewers => {
+                e.connected = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Ends a session and waits (bounded) until its connection is closed. False if unknown.
@@ -550,8 +724,30 @@ impl SessionManager {
         let mut inner = self.lock();
         if let Some(e) = inner.sessions.remove(id) {
             inner.ended.add(&e);
+            if let Some(viewer) = &e.viewer
+                && inner.latest_offer.get(viewer) == Some(&e.generation)
+            {
+                inner.latest_offer.remove(viewer);
+            }
         }
         inner.ports.release(port);
+    }
+}
+
+impl Inner {
+    /// (connected, connecting): evicted sessions count as neither; offers still being
+    /// answered count as connecting.
+    fn occupancy(&self) -> (usize, usize) {
+        let mut connected = 0;
+        let mut pending = self.reserved;
+        for e in self.sessions.values().filter(|e| !e.evicted) {
+            if e.connected {
+                connected += 1;
+            } else {
+                pending += 1;
+            }
+        }
+        (connected, pending)
     }
 }
 
@@ -607,7 +803,7 @@ async fn lifetime(
     port: u16,
     pc: Arc<dyn PeerConnection>,
     events: PeerEvents,
-    media: Vec<MediaTask>,
+    (video, audio): (MediaTask, Option<MediaTask>),
     cancel: CancellationToken,
     connect_timeout: Duration,
     done: watch::Sender<bool>,
@@ -629,20 +825,34 @@ async fn lifetime(
         }
     };
 
-    if connected {
+    let admitted = connected && mgr.upgrade().is_some_and(|m| m.mark_connected(&id));
+    if connected && !admitted {
+        tracing::info!(session = %id, "viewer connected, but webrtc.max_viewers are already watching; closing");
+    }
+
+    if admitted {
         tracing::info!(session = %id, "viewer connected");
         let media_cancel = cancel.clone();
-        let media_tasks: Vec<_> = media.into_iter().map(|m| tokio::spawn(m.run())).collect();
-        let reason = tokio::select! {
-            _ = media_cancel.cancelled() => "closed by us",
-            r = state.wait_for(|s| matches!(s, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)) => {
-                if r.is_ok() { "connection failed or closed by the viewer" } else { "connection gone" }
+        let mut tasks = futures_util::stream::FuturesUnordered::new();
+        tasks.push(tokio::spawn(async move { (true, video.run().await) }));
+        if let Some(a) = audio {
+            tasks.push(tokio::spawn(async move { (false, a.run().await) }));
+        }
+        let reason = loop {
+            tokio::select! {
+                _ = media_cancel.cancelled() => break "closed by us",
+                r = state.wait_for(|s| matches!(s, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)) => {
+                    break if r.is_ok() { "connection failed or closed by the viewer" } else { "connection gone" };
+                }
+                Some(ended) = futures_util::StreamExt::next(&mut tasks) => match ended {
+                    Ok((video, end)) if end.ends_session(video) => break end.as_str(),
+                    Ok(_) => {}
+                    Err(_) => break "media task failed",
+                },
             }
         };
         cancel.cancel();
-        for task in media_tasks {
-            let _ = task.await;
-        }
+        while futures_util::StreamExt::next(&mut tasks).await.is_some() {}
         tracing::info!(session = %id, reason, seconds = born.elapsed().unwrap_or_default().as_secs(), "session ended");
     }
 

@@ -3,10 +3,13 @@
 //! - [`sdp`]: what we accept in an offer and how we shape the answer (sans-IO).
 //! - [`keyframe`]: merging keyframe requests from many viewers (sans-IO).
 //! - [`feed`]: the packetized frames every viewer reads, and keyframe requests going back.
-//! - [`manager`]: admission (`webrtc.max_viewers`), answering, lifetime and cleanup.
+//! - [`candidate`]: which remote ICE candidates a session takes (sans-IO).
+//! - [`manager`]: admission (`webrtc.max_viewers`, `webrtc.max_pending`), answering, lifetime
+//!   and cleanup.
 //! - `peer`, `viewer`, `interceptor`: the `webrtc` crate glue.
 
 pub mod audio;
+pub mod candidate;
 pub mod feed;
 mod interceptor;
 pub mod keyframe;
@@ -17,6 +20,7 @@ pub mod sdp;
 mod viewer;
 
 pub use audio::{AudioService, G711Demand};
+pub use candidate::CandidatePolicy;
 pub use feed::{FrameFeed, KeyframeCause, KeyframeRequests};
 pub use manager::{
     Answer, OfferRequest, SentTotals, SessionError, SessionManager, SessionOptions, SessionSummary,

@@ -94,9 +94,50 @@ pub struct MediaTask {
     pub first_frame: Option<(Instant, prometheus_client::metrics::histogram::Histogram)>,
 }
 
+/// Why a media task stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEnd {
+    /// The session was closed (by us, the viewer or ICE): nothing to add.
+    Cancelled,
+    /// The track was unbound: the connection is closing.
+    TrackClosed,
+    /// The source's feed closed (its capture stopped for good).
+    FeedClosed,
+    /// The connection took no packets for [`WRITE_STALL`].
+    Stalled,
+    /// The stack refused a packet.
+    Refused,
+}
+
+impl MediaEnd {
+    /// Whether the session must end with this task: a viewer that can no longer be sent to
+    /// must not keep its slot. Only an audio feed closing leaves the video going.
+    pub fn ends_session(self, video: bool) -> bool {
+        match self {
+            MediaEnd::Cancelled => false,
+            MediaEnd::FeedClosed => video,
+            MediaEnd::TrackClosed | MediaEnd::Stalled | MediaEnd::Refused => true,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaEnd::Cancelled => "cancelled",
+            MediaEnd::TrackClosed => "track closed",
+            MediaEnd::FeedClosed => "source stopped",
+            MediaEnd::Stalled => "connection stopped taking packets",
+            MediaEnd::Refused => "the WebRTC stack refused a packet",
+        }
+    }
+}
+
+/// A viewer whose connection takes no packets for this long is as good as gone.
+pub const WRITE_STALL: Duration = Duration::from_secs(5);
+
 impl MediaTask {
-    /// Runs until cancelled, the feed closes, or the track stops accepting packets.
-    pub async fn run(self) {
+    /// Runs until cancelled, the feed closes, or the track stops accepting packets, and says
+    /// which.
+    pub async fn run(self) -> MediaEnd {
         let MediaTask {
             track,
             mut stamper,
@@ -115,7 +156,7 @@ impl MediaTask {
         }
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => break,
+                _ = cancel.cancelled() => return MediaEnd::Cancelled,
                 event = track.poll() => match event {
                     Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
                         if let Some(k) = &keyframes
@@ -127,7 +168,7 @@ impl MediaTask {
                     }
                     Some(_) => {}
                     // Unbound: the connection is closing.
-                    None => break,
+                    None => return MediaEnd::TrackClosed,
                 },
                 next = rx.recv() => match next {
                     Ok(frame) => {
@@ -141,8 +182,8 @@ impl MediaTask {
                             let _ = counters.first_frame_ms.compare_exchange(
                                 0, ms.max(1), Ordering::Relaxed, Ordering::Relaxed);
                         }
-                        if !send(&track, &mut stamper, &counters, &frame).await {
-                            break;
+                        if let Err(end) = send(&track, &mut stamper, &counters, &frame).await {
+                            return end;
                         }
                         if let Some((offer_at, histogram)) = first_frame.take() {
                             histogram.observe(offer_at.elapsed().as_secs_f64());
@@ -157,20 +198,20 @@ impl MediaTask {
                             k.request(KeyframeCause::Loss);
                         }
                     }
-                    Err(RecvError::Closed) => break,
+                    Err(RecvError::Closed) => return MediaEnd::FeedClosed,
                 },
             }
         }
     }
 }
 
-/// Writes every packet of one frame; false when the track is gone.
+/// Writes every packet of one frame; Err when this viewer can no longer be sent to.
 async fn send(
     track: &TrackLocalStaticRTP,
     stamper: &mut Stamper,
     counters: &ViewerCounters,
     frame: &Frame,
-) -> bool {
+) -> Result<(), MediaEnd> {
     let ts = frame.timestamp();
     let mut bytes = 0u64;
     let write_all = async {
@@ -195,15 +236,15 @@ async fn send(
     };
     // One bound per frame, not a timer per packet: the driver applies back-pressure in
     // write_rtp, and a viewer whose connection takes no packets for this long is as good as gone.
-    match tokio::time::timeout(Duration::from_secs(5), write_all).await {
+    match tokio::time::timeout(WRITE_STALL, write_all).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::debug!("track refused a packet: {e}");
-            return false;
+            return Err(MediaEnd::Refused);
         }
         Err(_) => {
             tracing::warn!("viewer's connection stopped taking packets for 5 s");
-            return false;
+            return Err(MediaEnd::Stalled);
         }
     }
     counters.frames_sent.fetch_add(1, Ordering::Relaxed);
@@ -211,12 +252,25 @@ async fn send(
         .packets_sent
         .fetch_add(frame.len() as u64, Ordering::Relaxed);
     counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-    true
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_viewer_that_cannot_be_sent_to_loses_its_session() {
+        for end in [MediaEnd::Stalled, MediaEnd::Refused, MediaEnd::TrackClosed] {
+            assert!(end.ends_session(true) && end.ends_session(false), "{end:?}");
+        }
+        assert!(MediaEnd::FeedClosed.ends_session(true));
+        assert!(
+            !MediaEnd::FeedClosed.ends_session(false),
+            "audio source gone: video goes on"
+        );
+        assert!(!MediaEnd::Cancelled.ends_session(true));
+    }
 
     #[test]
     fn starts_at_a_keyframe() {

@@ -28,6 +28,11 @@
 //   caller can look at the daemon while this viewer is still connected.
 // --deny-mic (with --talk): the microphone permission is refused. Pressing the button must
 //   show the page's microphone message, send nothing, and leave the video playing.
+// --login TOKEN: the daemon wants a token. The page must show its token form; a wrong token
+//   is typed first and must be refused with the page's message, then TOKEN is typed and the
+//   page must play. The report carries `login` (what the page said at each step).
+// A URL ending in #token=... must log straight in and leave no token in the address bar: the
+//   report carries `finalUrl`.
 //
 // Never downloads a browser: it drives the Chromium that is already installed.
 
@@ -50,6 +55,7 @@ function parseArgs(argv) {
     audio: false,
     talk: false,
     denyMic: false,
+    login: null,
     holdMs: null,
     // How long to wait for sound after Unmute, and for the talk button's effects.
     audioTimeoutMs: 10_000,
@@ -78,6 +84,7 @@ function parseArgs(argv) {
     else if (a === "--audio") o.audio = true;
     else if (a === "--talk") o.talk = true;
     else if (a === "--deny-mic") o.denyMic = true;
+    else if (a === "--login") o.login = value();
     else if (a === "--hold-ms") o.holdMs = number(a, value());
     else if (a === "--audio-timeout-ms") o.audioTimeoutMs = number(a, value());
     else if (a === "--size") {
@@ -504,6 +511,25 @@ async function checkTalk(page, o, playing) {
   return report;
 }
 
+// The token form: shown by the page on its own, a wrong token refused, the right one taken.
+async function logIn(page, o) {
+  const form = page.locator("#login");
+  await form.waitFor({ state: "visible", timeout: o.timeoutMs });
+  const asked = await page.locator("#msg").textContent();
+  await page.fill("#token", "wrong-token-0000000000");
+  await page.click("#login button");
+  await page.waitForFunction(
+    () => !document.getElementById("login").hidden && /not accepted/.test(document.getElementById("msg").textContent),
+    null,
+    { timeout: o.timeoutMs },
+  );
+  const refused = await page.locator("#msg").textContent();
+  await page.fill("#token", o.login);
+  await page.click("#login button");
+  await form.waitFor({ state: "hidden", timeout: o.timeoutMs });
+  return { asked, refused };
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const profile = await mkdtemp(join(tmpdir(), "camgate-chromium-"));
@@ -531,7 +557,8 @@ async function main() {
 
     const opened = Date.now();
     await page.goto(o.url, { waitUntil: "domcontentloaded", timeout: o.timeoutMs });
-    const playing = await waitPlaying(page, o.size, opened + o.timeoutMs);
+    const login = o.login ? await logIn(page, o) : null;
+    const playing = await waitPlaying(page, o.size, Date.now() + o.timeoutMs);
     const answer = await page.evaluate(rtc);
     const first = {
       ok: true,
@@ -542,6 +569,8 @@ async function main() {
       offerOrder: answer.offerOrder,
       answerAudio: answer.answerAudio,
       audioUi: playing.audio,
+      finalUrl: page.url(),
+      login,
     };
     process.stdout.write(`PLAYING ${JSON.stringify(first)}\n`);
 

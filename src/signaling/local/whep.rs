@@ -5,17 +5,18 @@
 //! candidates in. A viewer leaves with DELETE on the `Location` it was given, or by just going
 //! away — ICE notices that, and the session manager frees the slot.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use webrtc::peer_connection::RTCIceCandidateInit;
 
-use super::sdpfrag;
+use super::{Whep, sdpfrag};
 use crate::session::sdp::MAX_OFFER_BYTES;
-use crate::session::{OfferRequest, SessionError, SessionManager};
+use crate::session::{OfferRequest, SessionError};
 
 pub const SDP: &str = "application/sdp";
 const TRICKLE: &str = "application/trickle-ice-sdpfrag";
@@ -40,33 +41,85 @@ fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
 }
 
-/// Reads at most `limit` bytes of body, as UTF-8.
-async fn read_body(req: Request, limit: usize) -> Result<String, Response> {
-    let bytes = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {limit} bytes"),
-            )
-        })?;
+/// Reads at most `limit` bytes of body within `within`, as UTF-8.
+async fn read_body(req: Request, limit: usize, within: Duration) -> Result<String, Response> {
+    let bytes =
+        match tokio::time::timeout(within, axum::body::to_bytes(req.into_body(), limit)).await {
+            Err(_) => {
+                return Err(error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body not received within {} s (http.body_timeout_s)",
+                        within.as_secs()
+                    ),
+                ));
+            }
+            Ok(Err(e)) if is_length_limit(&e) => {
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body larger than {limit} bytes"),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("request body not received: {e}"),
+                ));
+            }
+            Ok(Ok(b)) => b,
+        };
     String::from_utf8(bytes.to_vec())
         .map_err(|_| error(StatusCode::BAD_REQUEST, "body is not UTF-8 text"))
 }
 
+/// Whether a body error is the size cap (and not a client that hung up or dawdled).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// `POST /whep`: an SDP offer in, `201 Created` with the answer out.
-pub async fn post(State(sessions): State<Arc<SessionManager>>, req: Request) -> Response {
-    let received = std::time::Instant::now();
+pub async fn post(State(whep): State<Whep>, req: Request) -> Response {
+    let received = Instant::now();
     if !content_type_is(req.headers(), SDP) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be {SDP}"),
         );
     }
-    let offer = match read_body(req, MAX_OFFER_BYTES).await {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        let taken = whep
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(peer.ip(), received);
+        if let Err(wait) = taken {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many offers from {} (http.offers_per_ip_per_s); try again in {} ms",
+                    peer.ip(),
+                    wait.as_millis()
+                ),
+            );
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+    }
+    let offer = match read_body(req, MAX_OFFER_BYTES, whep.body_timeout).await {
         Ok(o) => o,
         Err(r) => return r,
     };
+    let sessions = &whep.sessions;
     let answer = sessions
         .offer(OfferRequest {
             viewer: None,
@@ -97,9 +150,12 @@ pub async fn post(State(sessions): State<Arc<SessionManager>>, req: Request) -> 
 fn session_error(e: SessionError) -> Response {
     let status = match &e {
         SessionError::BadOffer(_) | SessionError::Negotiation(_) => StatusCode::BAD_REQUEST,
-        SessionError::Full { .. } | SessionError::NoPort { .. } | SessionError::ShuttingDown => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        SessionError::Full { .. }
+        | SessionError::Busy { .. }
+        | SessionError::NoPort { .. }
+        | SessionError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        SessionError::TooManyCandidates { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        SessionError::Superseded => StatusCode::CONFLICT,
         SessionError::NotFound(_) => StatusCode::NOT_FOUND,
         SessionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -112,11 +168,8 @@ fn session_error(e: SessionError) -> Response {
 }
 
 /// `DELETE /whep/{id}`: the viewer is leaving.
-pub async fn delete(
-    State(sessions): State<Arc<SessionManager>>,
-    Path(id): Path<String>,
-) -> Response {
-    if sessions.close(&id).await {
+pub async fn delete(State(whep): State<Whep>, Path(id): Path<String>) -> Response {
+    if whep.sessions.close(&id).await {
         StatusCode::OK.into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("no session {id}"))
@@ -125,7 +178,7 @@ pub async fn delete(
 
 /// `PATCH /whep/{id}`: trickled candidates from the viewer (an SDP fragment).
 pub async fn patch(
-    State(sessions): State<Arc<SessionManager>>,
+    State(whep): State<Whep>,
     Path(id): Path<String>,
     req: Request<Body>,
 ) -> Response {
@@ -135,7 +188,7 @@ pub async fn patch(
             format!("Content-Type must be {TRICKLE}"),
         );
     }
-    let frag = match read_body(req, 16 * 1024).await {
+    let frag = match read_body(req, 16 * 1024, whep.body_timeout).await {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -150,7 +203,7 @@ pub async fn patch(
             sdp_mline_index: Some(0),
             ..Default::default()
         };
-        if let Err(e) = sessions.add_remote_candidate(&id, init).await {
+        if let Err(e) = whep.sessions.add_remote_candidate(&id, init).await {
             return session_error(e);
         }
     }
