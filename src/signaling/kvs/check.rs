@@ -188,7 +188,16 @@ pub async fn check(cfg: &KvsOptions) -> CheckReport {
     }
 
     let t = Instant::now();
-    match driver::connect(&control, &endpoints.wss, &arn, offset, cfg.connect_timeout).await {
+    match driver::connect(
+        &control,
+        &endpoints.wss,
+        &arn,
+        offset,
+        cfg.connect_timeout,
+        cfg.allows_plaintext(),
+    )
+    .await
+    {
         Ok(mut ws) => {
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),

@@ -134,6 +134,9 @@ struct Driver {
     /// Offer arrival per viewer whose answer is queued, for the offer → answer time.
     answer_started: HashMap<String, (Instant, bool)>,
     connect_cause: Cause,
+    /// The task performing the current step's call or connect, and whether it is the chain's
+    /// GetIceServerConfig; aborted on [`Action::CancelCall`].
+    step_task: Option<(tokio::task::AbortHandle, bool)>,
     tx: mpsc::Sender<Internal>,
     rx: mpsc::Receiver<Internal>,
 }
@@ -150,6 +153,8 @@ impl Driver {
         let cfg = MachineConfig {
             ping_idle: opts.ping_interval,
             max_connection_age: opts.max_connection_age,
+            pong_timeout: opts.pong_timeout,
+            step_timeout: opts.step_timeout,
             ..MachineConfig::default()
         };
         let (tx, rx) = mpsc::channel(256);
@@ -178,6 +183,7 @@ impl Driver {
             outbox: Outbox::new(OutboxLimits::default()),
             answer_started: HashMap::new(),
             connect_cause: Cause::Initial,
+            step_task: None,
             tx,
             rx,
         }
@@ -244,19 +250,21 @@ impl Driver {
             Action::CallDescribe => {
                 debug!("KVS: DescribeSignalingChannel");
                 let (c, tx) = (self.control.clone(), self.tx.clone());
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let r = c.describe().await;
                     let _ = tx.send(Internal::Described(r, SystemTime::now())).await;
                 });
+                self.step_task = Some((task.abort_handle(), false));
                 None
             }
             Action::CallGetEndpoint { channel_arn } => {
                 debug!("KVS: GetSignalingChannelEndpoint");
                 let (c, tx) = (self.control.clone(), self.tx.clone());
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let r = c.endpoints(&channel_arn).await;
                     let _ = tx.send(Internal::Endpoints(r, SystemTime::now())).await;
                 });
+                self.step_task = Some((task.abort_handle(), false));
                 None
             }
             Action::CallGetIceConfig {
@@ -264,7 +272,8 @@ impl Driver {
                 https_endpoint,
             } => {
                 self.ice.fetch_started();
-                self.spawn_ice_fetch(true, https_endpoint, channel_arn);
+                let task = self.spawn_ice_fetch(true, https_endpoint, channel_arn);
+                self.step_task = Some((task, true));
                 None
             }
             Action::Connect {
@@ -277,12 +286,45 @@ impl Driver {
                 self.connect_cause = cause;
                 let (c, tx) = (self.control.clone(), self.tx.clone());
                 let timeout = self.opts.connect_timeout;
-                tokio::spawn(async move {
-                    let r = connect(&c, &wss_endpoint, &channel_arn, clock_offset_ms, timeout)
-                        .await
-                        .map(Box::new);
+                let insecure_ok = self.opts.allows_plaintext();
+                let task = tokio::spawn(async move {
+                    let r = connect(
+                        &c,
+                        &wss_endpoint,
+                        &channel_arn,
+                        clock_offset_ms,
+                        timeout,
+                        insecure_ok,
+                    )
+                    .await
+                    .map(Box::new);
                     let _ = tx.send(Internal::Connected(r)).await;
                 });
+                self.step_task = Some((task.abort_handle(), false));
+                None
+            }
+            Action::CancelCall => {
+                if let Some((task, chain_ice)) = self.step_task.take()
+                    && !task.is_finished()
+                {
+                    task.abort();
+                    warn!(
+                        state = self.machine.state().as_str(),
+                        "KVS: step took longer than {} s; abandoned",
+                        self.opts.step_timeout.as_secs_f64()
+                    );
+                    self.stats
+                        .error(format!("timed out after {:?}", self.opts.step_timeout));
+                    if chain_ice {
+                        // The refresher waits for this fetch; let it schedule a retry.
+                        self.ice.on_failed(Instant::now());
+                    }
+                }
+                None
+            }
+            Action::InvalidateCredentials => {
+                info!("KVS: credentials refused; fetching fresh ones for the retry");
+                self.control.invalidate_credentials().await;
                 None
             }
             Action::SendPing => self.send(Message::Ping(bytes::Bytes::new())).await,
@@ -304,10 +346,15 @@ impl Driver {
         }
     }
 
-    fn spawn_ice_fetch(&self, from_chain: bool, https: String, arn: String) {
+    fn spawn_ice_fetch(
+        &self,
+        from_chain: bool,
+        https: String,
+        arn: String,
+    ) -> tokio::task::AbortHandle {
         debug!(from_chain, "KVS: GetIceServerConfig");
         let (c, tx) = (self.control.clone(), self.tx.clone());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let result = c.ice_config(&https, &arn).await;
             let _ = tx
                 .send(Internal::IceConfig {
@@ -317,6 +364,7 @@ impl Driver {
                 })
                 .await;
         });
+        task.abort_handle()
     }
 
     /// Background refresh of TURN credentials, independent of the connection state.
@@ -327,7 +375,7 @@ impl Driver {
         match (self.machine.channel_arn(), self.machine.endpoints()) {
             (Some(arn), Some(ep)) => {
                 let (https, arn) = (ep.https.clone(), arn.to_owned());
-                self.spawn_ice_fetch(false, https, arn);
+                let _ = self.spawn_ice_fetch(false, https, arn);
             }
             // Not discovered yet; the connection chain will fetch.
             _ => self.ice.on_failed(now),
@@ -411,10 +459,6 @@ impl Driver {
                     }
                     Err((why, f)) => {
                         warn!("KVS: WebSocket connect failed: {why}");
-                        if f == Failure::Denied {
-                            // Maybe revoked or rotated: fetch fresh ones for the next attempt.
-                            self.control.invalidate_credentials().await;
-                        }
                         self.stats.error(why);
                         self.event(Event::ConnectFailed(f)).await;
                     }
@@ -850,7 +894,9 @@ pub(crate) async fn connect(
     channel_arn: &str,
     clock_offset_ms: i64,
     timeout: Duration,
+    insecure_ok: bool,
 ) -> Result<Ws, (String, Failure)> {
+    presign::check_scheme(endpoint, insecure_ok).map_err(|e| (e.to_string(), Failure::Other))?;
     let creds = control
         .credentials()
         .await
