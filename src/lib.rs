@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod media;
 pub mod metrics;
+pub mod redact;
 pub mod rtp;
 pub mod session;
 pub mod signaling;
