@@ -3,8 +3,9 @@
 //!
 //! * [`redact_url`]: a URL with its password (`user:***@`) and every secret-looking query
 //!   parameter (`token=***`, `X-Amz-Signature=***`, `X-Amz-Credential=***`, …) masked.
-//! * [`redact_text`]: free text (a GStreamer error message, a library's error string) with
-//!   every URL inside it passed through [`redact_url`].
+//! * [`redact_text`]: free text (a GStreamer error message, a service's error body) with
+//!   every URL inside it passed through [`redact_url`] and every other secret-looking
+//!   `name=value` (`X-Amz-Security-Token=…`, `Signature=…`, `password=…`) masked.
 
 /// What replaces a secret.
 pub const MASK: &str = "***";
@@ -89,7 +90,41 @@ fn ends_url(c: char) -> bool {
     c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`' | ')' | ']' | '}' | ',')
 }
 
-/// `text` with every `scheme://…` inside it passed through [`redact_url`]; the rest unchanged.
+/// Characters that end a `name=value` value in free text.
+fn ends_value(c: char) -> bool {
+    ends_url(c) || matches!(c, '&' | ';')
+}
+
+/// Masks the value of every `name=value` whose name looks secret, in text without URLs (an
+/// AWS "canonical string" in a signature error, an `Authorization` header, a pipeline).
+fn redact_assignments(text: &str, out: &mut String) {
+    let mut rest = text;
+    while let Some(eq) = rest.find('=') {
+        let name_start = rest[..eq]
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            .last()
+            .map(|(i, _)| i)
+            .unwrap_or(eq);
+        let value_end = rest[eq + 1..]
+            .char_indices()
+            .find(|(_, c)| ends_value(*c))
+            .map(|(i, _)| eq + 1 + i)
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..=eq]);
+        if name_start < eq && value_end > eq + 1 && is_secret_query_key(&rest[name_start..eq]) {
+            out.push_str(MASK);
+        } else {
+            out.push_str(&rest[eq + 1..value_end]);
+        }
+        rest = &rest[value_end..];
+    }
+    out.push_str(rest);
+}
+
+/// `text` with every `scheme://…` inside it passed through [`redact_url`], and every other
+/// secret-looking `name=value` masked; the rest unchanged.
 pub fn redact_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -112,7 +147,7 @@ pub fn redact_text(text: &str) -> String {
             .trim_end_matches(['.', ';', ':'])
             .len()
             .max(sep + 3);
-        out.push_str(&rest[..scheme_start]);
+        redact_assignments(&rest[..scheme_start], &mut out);
         if scheme_start == sep {
             // `://` without a scheme: not a URL, keep it.
             out.push_str(&rest[sep..end]);
@@ -121,7 +156,7 @@ pub fn redact_text(text: &str) -> String {
         }
         rest = &rest[end..];
     }
-    out.push_str(rest);
+    redact_assignments(rest, &mut out);
     out
 }
 
@@ -172,5 +207,23 @@ mod tests {
         assert_eq!(redact_text("no url here: a://"), "no url here: a://");
         assert_eq!(redact_text("odd :// alone"), "odd :// alone");
         assert_eq!(redact_text(""), "");
+    }
+
+    #[test]
+    fn secret_assignments_outside_urls_are_masked() {
+        // The shape of an AWS signature error body, which quotes the canonical request.
+        let body = "The Canonical String for this request should have been 'GET\n/\nX-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIAKEY%2F20260101&X-Amz-Security-Token=T0KEN&X-Amz-SignedHeaders=host'";
+        let r = redact_text(body);
+        assert!(!r.contains("ASIAKEY") && !r.contains("T0KEN"), "{r}");
+        assert!(r.contains("X-Amz-Algorithm=AWS4-HMAC-SHA256"), "{r}");
+        let auth = redact_text(
+            "Authorization: AWS4-HMAC-SHA256 Credential=AKID/x, SignedHeaders=host, Signature=abc123",
+        );
+        assert!(!auth.contains("abc123") && !auth.contains("AKID"), "{auth}");
+        assert_eq!(
+            redact_text("width=1280 height=720"),
+            "width=1280 height=720"
+        );
+        assert_eq!(redact_text("a == b, x="), "a == b, x=");
     }
 }

@@ -26,6 +26,7 @@ use super::pending::{PendingCandidates, PendingLimits};
 use super::presign;
 use super::stats::KvsStats;
 use super::{KvsOptions, OfferHandler};
+use crate::redact::redact_text;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -384,7 +385,9 @@ impl Driver {
 
     fn api_failure(&self, err: &ControlError, local: SystemTime) -> Failure {
         let f = err.failure(local);
-        if let Some(skew) = err.clock_skew(local) {
+        // A service error body may quote the signed request.
+        let err = redact_text(&err.to_string());
+        if let Some(skew) = err_skew(f) {
             warn!(
                 skew_s = skew,
                 "KVS: clock skew of {skew} s against the service; correcting signing time ({err})"
@@ -392,7 +395,7 @@ impl Driver {
         } else {
             warn!("KVS: {err}");
         }
-        self.stats.error(err.to_string());
+        self.stats.error(err);
         f
     }
 
@@ -458,6 +461,7 @@ impl Driver {
                         );
                     }
                     Err((why, f)) => {
+                        let why = redact_text(&why);
                         warn!("KVS: WebSocket connect failed: {why}");
                         self.stats.error(why);
                         self.event(Event::ConnectFailed(f)).await;
@@ -859,6 +863,17 @@ impl Driver {
                 Some(Event::SocketError)
             }
         }
+    }
+}
+
+/// Seconds the local clock is behind (+) or ahead (−) of the service, for a clock failure.
+fn err_skew(f: Failure) -> Option<i64> {
+    match f {
+        Failure::ClockSkew {
+            server_date,
+            local_date,
+        } => Some(super::machine::offset_ms(server_date, local_date) / 1000),
+        _ => None,
     }
 }
 
