@@ -421,6 +421,14 @@ fn check_kvs(c: &mut Checker<'_>) {
             );
         }
         c.range("kvs.ping_interval_s", k.ping_interval_s, 1, 300);
+        c.range("kvs.pong_timeout_s", k.pong_timeout_s, 1, 300);
+        c.range("kvs.step_timeout_s", k.step_timeout_s, 1, 300);
+        c.range(
+            "kvs.offline_degraded_after_s",
+            k.offline_degraded_after_s,
+            1,
+            86_400,
+        );
         if k.create_channel && k.channel_name.is_none() {
             c.push(
                 "kvs.create_channel",
