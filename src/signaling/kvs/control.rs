@@ -242,6 +242,11 @@ pub struct ControlPlane {
     clock: ServerClock,
     /// Plain http:// channel endpoints are acceptable (an emulator).
     insecure_ok: bool,
+    /// The signaling-API client of the current HTTPS endpoint, reused across calls: the SDK
+    /// keeps the clock skew it learns per client, so a new client for every call would sign
+    /// each first attempt with the wrong clock on a skewed device (refused, then retried after
+    /// the SDK's backoff of up to a second).
+    signaling: std::sync::Mutex<Option<(String, aws_sdk_kinesisvideosignaling::Client)>>,
 }
 
 impl ControlPlane {
@@ -316,6 +321,7 @@ impl ControlPlane {
             creds,
             clock,
             insecure_ok,
+            signaling: std::sync::Mutex::new(None),
         })
     }
 
@@ -456,11 +462,7 @@ impl ControlPlane {
                 detail: e.to_string(),
             }
         })?;
-        let conf = aws_sdk_kinesisvideosignaling::config::Builder::from(&self.sdk)
-            .endpoint_url(https_endpoint)
-            .interceptor(self.clock.clone())
-            .build();
-        let client = aws_sdk_kinesisvideosignaling::Client::from_conf(conf);
+        let client = self.signaling_client(https_endpoint);
         let out = client
             .get_ice_server_config()
             .channel_arn(channel_arn)
@@ -480,6 +482,25 @@ impl ControlPlane {
                 ttl: Duration::from_secs(s.ttl().unwrap_or(300).max(0) as u64),
             })
             .collect())
+    }
+}
+
+impl ControlPlane {
+    /// The signaling-API client for `https_endpoint`, made once per endpoint.
+    fn signaling_client(&self, https_endpoint: &str) -> aws_sdk_kinesisvideosignaling::Client {
+        let mut g = self.signaling.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((endpoint, client)) = g.as_ref()
+            && endpoint == https_endpoint
+        {
+            return client.clone();
+        }
+        let conf = aws_sdk_kinesisvideosignaling::config::Builder::from(&self.sdk)
+            .endpoint_url(https_endpoint)
+            .interceptor(self.clock.clone())
+            .build();
+        let client = aws_sdk_kinesisvideosignaling::Client::from_conf(conf);
+        *g = Some((https_endpoint.to_owned(), client.clone()));
+        client
     }
 }
 
