@@ -313,6 +313,14 @@ fn diagnose(e: &ControlError, step: &str, cfg: &KvsOptions, region: &str) -> Str
                         "the credentials are not valid ({et}: {msg}); check the access key / session token"
                     )
                 }
+                401 | 403
+                    if et.contains("InvalidSignature")
+                        || msg.contains("signature we calculated does not match") =>
+                {
+                    format!(
+                        "the signature does not match ({et}): the secret access key is wrong for this access key id"
+                    )
+                }
                 401 | 403 => format!(
                     "access denied ({et}): the credentials need {} (and kinesisvideo:ConnectAsMaster) on this channel",
                     iam_action(step)
