@@ -15,6 +15,22 @@ pub const CHANNEL: &str = "front-door";
 /// nothing that could reach a real AWS endpoint.
 pub fn kvs_env(emu: &Emulator, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let creds = emu.credentials();
+    let mut env = kvs_env_without_credentials(emu, "/nonexistent/aws-config");
+    let mut add = |k: &str, v: &str| env.push((k.to_string(), v.to_string()));
+    add("AWS_ACCESS_KEY_ID", &creds.access_key_id);
+    add("AWS_SECRET_ACCESS_KEY", &creds.secret_access_key);
+    if let Some(t) = &creds.session_token {
+        add("AWS_SESSION_TOKEN", t);
+    }
+    for (k, v) in extra {
+        add(k, v);
+    }
+    env
+}
+
+/// [`kvs_env`] without credentials in the environment: the daemon's credential chain finds
+/// them through `aws_config_file` (e.g. a `credential_process` the test controls).
+pub fn kvs_env_without_credentials(emu: &Emulator, aws_config_file: &str) -> Vec<(String, String)> {
     let mut env = test_env();
     let mut add = |k: &str, v: &str| env.push((k.to_string(), v.to_string()));
     add("CAMGATE__SIGNALING__MODE", "kvs");
@@ -23,20 +39,12 @@ pub fn kvs_env(emu: &Emulator, extra: &[(&str, &str)]) -> Vec<(String, String)> 
     add("CAMGATE__KVS__ENDPOINT_URL", &emu.control_plane_url());
     // Tests send nothing off the machine: no STUN to the real AWS region.
     add("CAMGATE__KVS__REGION_STUN", "false");
-    add("AWS_ACCESS_KEY_ID", &creds.access_key_id);
-    add("AWS_SECRET_ACCESS_KEY", &creds.secret_access_key);
-    if let Some(t) = &creds.session_token {
-        add("AWS_SESSION_TOKEN", t);
-    }
     add("AWS_EC2_METADATA_DISABLED", "true");
-    add("AWS_CONFIG_FILE", "/nonexistent/aws-config");
+    add("AWS_CONFIG_FILE", aws_config_file);
     add(
         "AWS_SHARED_CREDENTIALS_FILE",
         "/nonexistent/aws-credentials",
     );
-    for (k, v) in extra {
-        add(k, v);
-    }
     env
 }
 
@@ -59,10 +67,23 @@ impl Kvs {
         extra_env: &[(&str, &str)],
         before: impl FnOnce(&Emulator),
     ) -> Kvs {
+        Self::start_with_env(config, |emu| {
+            before(emu);
+            kvs_env(emu, extra_env)
+        })
+        .await
+    }
+
+    /// [`Kvs::start`] with the daemon's whole environment made by `env` (which may also set
+    /// up the emulator first).
+    pub async fn start_with_env(
+        config: EmulatorConfig,
+        env: impl FnOnce(&Emulator) -> Vec<(String, String)>,
+    ) -> Kvs {
         let emu = Emulator::start(config).await.expect("emulator");
         let channel = emu.create_channel(CHANNEL).expect("channel");
-        before(&emu);
-        let daemon = Daemon::start(&kvs_env(&emu, extra_env), &[]);
+        let env = env(&emu);
+        let daemon = Daemon::start(&env, &[]);
         let kvs = Kvs {
             emu,
             channel,
