@@ -111,6 +111,25 @@ enum Internal {
     },
 }
 
+/// The call or connect a connection step is waiting for.
+struct StepTask {
+    task: tokio::task::AbortHandle,
+    /// The operation, for the log.
+    what: &'static str,
+    /// The chain's GetIceServerConfig, which the ICE refresher also waits for.
+    chain_ice: bool,
+}
+
+impl StepTask {
+    fn new(task: tokio::task::AbortHandle, what: &'static str) -> Option<StepTask> {
+        Some(StepTask {
+            task,
+            what,
+            chain_ice: false,
+        })
+    }
+}
+
 struct Session {
     generation: u64,
     /// The offer has been applied; remote candidates can go straight to the handler.
@@ -135,9 +154,9 @@ struct Driver {
     /// Offer arrival per viewer whose answer is queued, for the offer → answer time.
     answer_started: HashMap<String, (Instant, bool)>,
     connect_cause: Cause,
-    /// The task performing the current step's call or connect, and whether it is the chain's
-    /// GetIceServerConfig; aborted on [`Action::CancelCall`].
-    step_task: Option<(tokio::task::AbortHandle, bool)>,
+    /// The task performing the current step's call or connect; aborted on
+    /// [`Action::CancelCall`].
+    step_task: Option<StepTask>,
     tx: mpsc::Sender<Internal>,
     rx: mpsc::Receiver<Internal>,
 }
@@ -255,7 +274,7 @@ impl Driver {
                     let r = c.describe().await;
                     let _ = tx.send(Internal::Described(r, SystemTime::now())).await;
                 });
-                self.step_task = Some((task.abort_handle(), false));
+                self.step_task = StepTask::new(task.abort_handle(), "DescribeSignalingChannel");
                 None
             }
             Action::CallGetEndpoint { channel_arn } => {
@@ -265,7 +284,7 @@ impl Driver {
                     let r = c.endpoints(&channel_arn).await;
                     let _ = tx.send(Internal::Endpoints(r, SystemTime::now())).await;
                 });
-                self.step_task = Some((task.abort_handle(), false));
+                self.step_task = StepTask::new(task.abort_handle(), "GetSignalingChannelEndpoint");
                 None
             }
             Action::CallGetIceConfig {
@@ -274,7 +293,11 @@ impl Driver {
             } => {
                 self.ice.fetch_started();
                 let task = self.spawn_ice_fetch(true, https_endpoint, channel_arn);
-                self.step_task = Some((task, true));
+                self.step_task = Some(StepTask {
+                    task,
+                    what: "GetIceServerConfig",
+                    chain_ice: true,
+                });
                 None
             }
             Action::Connect {
@@ -301,22 +324,22 @@ impl Driver {
                     .map(Box::new);
                     let _ = tx.send(Internal::Connected(r)).await;
                 });
-                self.step_task = Some((task.abort_handle(), false));
+                self.step_task = StepTask::new(task.abort_handle(), "WebSocket connect");
                 None
             }
             Action::CancelCall => {
-                if let Some((task, chain_ice)) = self.step_task.take()
-                    && !task.is_finished()
+                if let Some(step) = self.step_task.take()
+                    && !step.task.is_finished()
                 {
-                    task.abort();
-                    warn!(
-                        state = self.machine.state().as_str(),
-                        "KVS: step took longer than {} s; abandoned",
+                    step.task.abort();
+                    let why = format!(
+                        "{} took longer than {} s (kvs.step_timeout_s)",
+                        step.what,
                         self.opts.step_timeout.as_secs_f64()
                     );
-                    self.stats
-                        .error(format!("timed out after {:?}", self.opts.step_timeout));
-                    if chain_ice {
+                    warn!("KVS: {why}; abandoned");
+                    self.stats.error(why);
+                    if step.chain_ice {
                         // The refresher waits for this fetch; let it schedule a retry.
                         self.ice.on_failed(Instant::now());
                     }
