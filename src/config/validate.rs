@@ -483,6 +483,25 @@ fn check_iot(c: &mut Checker<'_>, kvs_mode: bool) {
             );
         }
     }
+    // Temporary credentials come back over this connection: TLS only, unless the control
+    // plane too is a plain http:// emulator (signaling::kvs::KvsOptions::allows_plaintext).
+    let emulator =
+        c.s.kvs
+            .endpoint_url
+            .as_deref()
+            .is_some_and(|u| u.len() >= 7 && u[..7].eq_ignore_ascii_case("http://"));
+    if let Some(e) = &i.endpoint
+        && e.len() >= 7
+        && e[..7].eq_ignore_ascii_case("http://")
+        && !emulator
+    {
+        c.push(
+            "kvs.iot.endpoint",
+            format!(
+                "kvs.iot.endpoint: {e:?} is plain http://; credentials are fetched over https:// only (plain http only when kvs.endpoint_url is an http:// URL too)"
+            ),
+        );
+    }
     if let Some(n) = &i.role_alias
         && (n.is_empty() || n.contains(|ch: char| ch.is_whitespace() || ch == '/'))
     {
