@@ -7,6 +7,7 @@ use kvs_emulator::{ChannelInfo, ChannelStats, Emulator, EmulatorConfig, Signalin
 
 use super::daemon::{Daemon, test_env};
 use super::viewer::TestViewer;
+use super::wait;
 
 pub const CHANNEL: &str = "front-door";
 
@@ -189,34 +190,70 @@ pub async fn signal_viewer(
         signaling.send_offer(&full, None).await.unwrap();
     }
 
-    let mut offer_to_answer = None;
-    let mut answered_at = None;
-    let mut answer_to_first_candidate = None;
-    let mut trickled = 0;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    // Read until answered, then (trickle) keep applying candidates until connected.
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "viewer {client_id}: no answer/connection within 15 s\n{}",
-            log()
-        );
-        if offer_to_answer.is_some() && viewer.wait_connected(Duration::from_millis(1)).await {
-            break;
-        }
-        let msg = match signaling
-            .next_message(left.min(Duration::from_millis(200)))
-            .await
-        {
-            Ok(m) => m,
-            Err(kvs_emulator::ClientError::Timeout(_)) => continue,
-            Err(e) => panic!("viewer {client_id}: signaling failed: {e}"),
-        };
+    // Read until answered, then (trickle) keep applying candidates until connected. One probe
+    // handles messages for as long as they keep coming; it ends (and the wait polls again)
+    // after 200 ms without one.
+    let progress = tokio::sync::Mutex::new((signaling, Progress::default()));
+    let done = wait::until(
+        &format!("viewer {client_id}: answer and connection"),
+        Duration::from_secs(15),
+        || {
+            let (progress, viewer) = (&progress, &viewer);
+            async move {
+                let mut guard = progress.lock().await;
+                let (signaling, p) = &mut *guard;
+                loop {
+                    if p.offer_to_answer.is_some()
+                        && viewer.wait_connected(Duration::from_millis(1)).await
+                    {
+                        return Some(());
+                    }
+                    let msg = match signaling.next_message(Duration::from_millis(200)).await {
+                        Ok(m) => m,
+                        Err(kvs_emulator::ClientError::Timeout(_)) => return None,
+                        Err(e) => panic!("viewer {client_id}: signaling failed: {e}"),
+                    };
+                    p.handle(viewer, msg, client_id, trickle, started).await;
+                }
+            }
+        },
+    )
+    .await;
+    if let Err(e) = done {
+        panic!("{e}\n{}", log());
+    }
+    let (signaling, p) = progress.into_inner();
+    KvsViewer {
+        viewer,
+        signaling,
+        offer_to_answer: p.offer_to_answer.unwrap_or_default(),
+        trickled_from_master: p.trickled,
+        answer_to_first_candidate: p.answer_to_first_candidate,
+    }
+}
+
+/// What a signalling viewer has received so far.
+#[derive(Default)]
+struct Progress {
+    offer_to_answer: Option<Duration>,
+    answered_at: Option<Instant>,
+    answer_to_first_candidate: Option<Duration>,
+    trickled: usize,
+}
+
+impl Progress {
+    async fn handle(
+        &mut self,
+        viewer: &TestViewer,
+        msg: kvs_emulator::Envelope,
+        client_id: &str,
+        trickle: bool,
+        started: Instant,
+    ) {
         match msg.message_type.as_deref() {
             Some("SDP_ANSWER") => {
-                offer_to_answer = Some(started.elapsed());
-                answered_at = Some(Instant::now());
+                self.offer_to_answer = Some(started.elapsed());
+                self.answered_at = Some(Instant::now());
                 let sdp = msg.sdp().expect("answer without SDP");
                 if !trickle {
                     assert!(
@@ -227,9 +264,9 @@ pub async fn signal_viewer(
                 viewer.accept_answer(&sdp).await;
             }
             Some("ICE_CANDIDATE") => {
-                trickled += 1;
-                if answer_to_first_candidate.is_none() {
-                    answer_to_first_candidate = answered_at.map(|t: Instant| t.elapsed());
+                self.trickled += 1;
+                if self.answer_to_first_candidate.is_none() {
+                    self.answer_to_first_candidate = self.answered_at.map(|t| t.elapsed());
                 }
                 if let Some(p) = msg.payload.as_deref() {
                     viewer.add_candidate(p).await;
@@ -237,12 +274,5 @@ pub async fn signal_viewer(
             }
             other => panic!("viewer {client_id}: unexpected {other:?}: {}", msg.raw),
         }
-    }
-    KvsViewer {
-        viewer,
-        signaling,
-        offer_to_answer: offer_to_answer.unwrap(),
-        trickled_from_master: trickled,
-        answer_to_first_candidate,
     }
 }
