@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod redact;
 pub mod rtp;
 pub mod session;
 pub mod signaling;

@@ -50,14 +50,27 @@ fn wanted_sink(format: LogFormat, journal_stream: bool) -> Sink {
 }
 
 /// Log targets that print credentials at their most verbose levels, with the level they are
-/// capped at whatever the filter asks (tests/logs.rs finds them in a `trace` run):
-/// * tungstenite's `trace` prints the WebSocket handshake request, whose URL is a presigned
-///   KVS URL (signature, credential scope, session token);
-/// * the AWS SDK's orchestrator `trace` prints whole HTTP responses, which carry TURN
-///   passwords (GetIceServerConfig) and temporary credentials (the IoT credentials provider).
+/// capped at whatever the filter asks (tests/logs.rs greps a `trace` run for every secret):
+/// * `tungstenite` (the whole crate, `tokio_tungstenite` too): `trace` prints the WebSocket
+///   handshake request, whose URL is the presigned KVS URL (signature, credential scope,
+///   session token);
+/// * `aws_sigv4`: `trace` prints the canonical request, whose query is the presigned URL's
+///   (session token and credential included; only headers are redacted);
+/// * `aws_smithy_runtime`, `aws_smithy_http_client`: the orchestrator's `trace` prints whole
+///   requests and responses, which carry TURN passwords (GetIceServerConfig) and signed headers;
+/// * `hyper`, `hyper_util`, `h2`, `reqwest`: the HTTP stacks under the SDK and the IoT
+///   credentials provider, whose `trace` output may show what goes over the wire (the IoT
+///   response is a set of temporary credentials).
 const SECRET_BEARING_TARGETS: &[&str] = &[
-    "tungstenite::handshake=debug",
-    "aws_smithy_runtime::client::orchestrator=debug",
+    "tungstenite=debug",
+    "tokio_tungstenite=debug",
+    "aws_sigv4=debug",
+    "aws_smithy_runtime=debug",
+    "aws_smithy_http_client=debug",
+    "hyper=debug",
+    "hyper_util=debug",
+    "h2=debug",
+    "reqwest=debug",
 ];
 
 /// The filter: `RUST_LOG` if set and non-empty, else the configured level; then the caps of
@@ -179,10 +192,13 @@ mod tests {
         );
         // A trace filter gets the caps on secret-bearing targets; quieter ones are untouched.
         let f = build_filter("trace", None).unwrap();
-        assert!(
-            f.to_string().contains("tungstenite::handshake=debug"),
-            "{f}"
-        );
+        for cap in [
+            "tungstenite=debug",
+            "aws_sigv4=debug",
+            "aws_smithy_runtime=debug",
+        ] {
+            assert!(f.to_string().contains(cap), "{cap} missing in {f}");
+        }
         let f = build_filter("warn", None).unwrap();
         assert!(!f.to_string().contains("tungstenite"), "{f}");
         let err = build_filter("info", Some("camgate=loud")).unwrap_err();

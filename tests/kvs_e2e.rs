@@ -139,11 +139,26 @@ async fn kvs_check_reports_each_step_and_names_what_is_wrong() {
         "{text}"
     );
 
+    // A wrong secret: the credentials are found (that step passes), the first signed call
+    // is refused, and the report says the secret is what is wrong.
     let (ok, text) = run(&[("AWS_SECRET_ACCESS_KEY", "wrong-secret")]).await;
     assert!(!ok, "{text}");
-    let lower = text.to_lowercase();
+    let line = |step: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("] {step} ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("credentials").starts_with("[ ok ]"), "{text}");
+    let describe = line("describe");
     assert!(
-        lower.contains("denied") || lower.contains("signature") || lower.contains("credentials"),
+        describe.starts_with("[FAIL]")
+            && describe.contains("InvalidSignatureException")
+            && describe.contains("secret access key is wrong"),
         "{text}"
+    );
+    assert!(
+        !text.contains("wrong-secret"),
+        "the secret is printed:\n{text}"
     );
 }

@@ -9,9 +9,12 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
-use kvs_emulator::{EmulatorConfig, SignalingClient};
-use support::kvs::{CHANNEL, Kvs, KvsViewer, connect_viewer, signal_viewer};
+use kvs_emulator::{Api, EmulatorConfig, SignalingClient, TestCredentials};
+use support::kvs::{
+    CHANNEL, Kvs, KvsViewer, connect_viewer, kvs_env_without_credentials, signal_viewer,
+};
 use support::viewer::TestViewer;
+use support::wait;
 
 /// The viewer keeps decoding: at least 10 more frames (a third of a second of video) within
 /// 10 s of now.
@@ -287,16 +290,17 @@ async fn max_duration_reconnects_spare_viewers_and_a_vanished_viewer_is_reaped()
     let gone = Instant::now();
     let connects = kvs.stats().master_connects;
     let reaped = async {
-        loop {
-            let stats = kvs.daemon_stats().await;
-            if sessions_of(&stats, doomed) == 0 {
-                return gone.elapsed();
-            }
-            assert!(
-                gone.elapsed() < Duration::from_secs(30),
-                "session still alive 30 s after its viewer vanished: {stats}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        let r = wait::until(
+            "the vanished viewer's session dropped",
+            Duration::from_secs(30),
+            || async {
+                (sessions_of(&kvs.daemon_stats().await, doomed) == 0).then(|| gone.elapsed())
+            },
+        )
+        .await;
+        match r {
+            Ok(after) => after,
+            Err(e) => panic!("{e}: {}", kvs.daemon_stats().await),
         }
     };
     let reconnects = async {
@@ -333,16 +337,17 @@ async fn max_duration_reconnects_spare_viewers_and_a_vanished_viewer_is_reaped()
 /// Opens a viewer connection, retrying while the channel's 3 connects/s quota refuses it, and
 /// signals as [`connect_viewer`] does.
 async fn connect_viewer_paced(kvs: &Kvs, client_id: &str, trickle: bool) -> KvsViewer {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let signaling = loop {
-        match SignalingClient::connect(&kvs.viewer_url(client_id), Some(client_id)).await {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("viewer {client_id} cannot connect: {e}"),
-        }
-    };
+    let signaling = wait::until(
+        &format!("viewer {client_id} connected"),
+        Duration::from_secs(5),
+        || async {
+            SignalingClient::connect(&kvs.viewer_url(client_id), Some(client_id))
+                .await
+                .ok()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     signal_viewer(signaling, client_id, trickle, || kvs.daemon.log()).await
 }
 
@@ -378,6 +383,8 @@ async fn skewed_clock_idle_cut_and_short_turn_ttl() {
         "clock_offset_ms {offset} does not reflect the 1 h skew: {stats}"
     );
     assert_eq!(kvs.stats().master_connects, 1);
+    // Learned once: later calls (the ICE refreshes below) sign with the service's clock.
+    let rejected_after_start = kvs.emu.global_stats().rejected_signatures;
 
     let steady = connect_viewer(&kvs, "viewer-steady", true).await;
     // Its signaling is done; closed so that only the master's socket can be cut for idleness.
@@ -421,6 +428,14 @@ async fn skewed_clock_idle_cut_and_short_turn_ttl() {
         started.elapsed(),
         first.get_ice_server_config_calls,
         refreshed.get_ice_server_config_calls
+    );
+    // A refresh that is first refused for its signing time waits for the SDK's retry backoff
+    // (up to a second): with a 4 s TTL that is what let a session see stale ICE config.
+    assert_eq!(
+        kvs.emu.global_stats().rejected_signatures,
+        rejected_after_start,
+        "ICE refreshes were signed with the uncorrected clock\n{}",
+        kvs.daemon.log()
     );
     let slowest = *trickle.iter().max().unwrap();
     eprintln!(
@@ -534,14 +549,13 @@ async fn twenty_reconnect_cycles_leak_no_sockets_or_threads() {
     );
     assert_still_decoding(&kvs, &steady, "20 reconnects").await;
     // Closed sockets and idle blocking-pool threads take a moment to go.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let after = loop {
+    let settled = wait::until("fds and threads back", Duration::from_secs(15), || async {
         let now = proc_usage(pid);
-        if (now.0 <= before.0 + 3 && now.1 <= before.1 + 4) || Instant::now() > deadline {
-            break now;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+        (now.0 <= before.0 + 3 && now.1 <= before.1 + 4).then_some(now)
+    })
+    .await;
+    // Not settled: the assertions below name what grew.
+    let after = settled.unwrap_or_else(|_| proc_usage(pid));
     eprintln!(
         "MEASURE daemon (fds, threads) before {before:?} after {after:?} {CYCLES} reconnects"
     );
@@ -563,4 +577,215 @@ async fn twenty_reconnect_cycles_leak_no_sockets_or_threads() {
         stats["kvs"]["connects"].as_u64().unwrap_or(0) > CYCLES,
         "{stats}"
     );
+}
+
+/// A control plane that accepts calls and never answers: after a GO_AWAY,
+/// DescribeSignalingChannel, GetSignalingChannelEndpoint and GetIceServerConfig each hang once.
+/// Every step is abandoned at its deadline (`kvs.step_timeout_s`, 1 s here) and retried, so
+/// the master is back well before the SDK's own 7 s attempt timeout would have let go of even
+/// one of them, and new viewers connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hung_control_plane_calls_are_abandoned_and_the_master_recovers() {
+    let kvs = Kvs::start(
+        EmulatorConfig::default(),
+        &[("CAMGATE__KVS__STEP_TIMEOUT_S", "1")],
+    )
+    .await;
+    let steady = connect_viewer(&kvs, "viewer-steady", true).await;
+    assert!(
+        steady
+            .viewer
+            .wait_frames(10, Duration::from_secs(20))
+            .await
+            .frames
+            >= 10
+    );
+
+    let connects = kvs.stats().master_connects;
+    for api in [
+        Api::DescribeSignalingChannel,
+        Api::GetSignalingChannelEndpoint,
+        Api::GetIceServerConfig,
+    ] {
+        kvs.emu.hang_next(api);
+    }
+    let t0 = Instant::now();
+    kvs.emu.go_away(CHANNEL, Duration::ZERO).unwrap();
+    assert!(
+        kvs.wait(Duration::from_secs(30), |s| s.master_connects > connects
+            && s.master_connected)
+            .await,
+        "master not back after three hung calls: {:?}\n{}",
+        kvs.emu.global_stats(),
+        kvs.daemon.log()
+    );
+    let back = t0.elapsed();
+    eprintln!(
+        "MEASURE kvs master back {} ms after GO_AWAY with three hung calls (1 s step deadline)",
+        back.as_millis()
+    );
+    assert_eq!(
+        kvs.emu.global_stats().hung_requests,
+        3,
+        "not every hung call was reached\n{}",
+        kvs.daemon.log()
+    );
+    // Three 1 s deadlines, two short backoffs, one connect.
+    assert!(
+        back < Duration::from_secs(6),
+        "recovery took {back:?}: the steps were not abandoned at their deadline\n{}",
+        kvs.daemon.log()
+    );
+    let log = kvs.daemon.log();
+    assert!(
+        log.matches("abandoned").count() >= 3,
+        "the daemon does not say it abandoned the hung steps:\n{log}"
+    );
+    assert_new_viewer_decodes(&kvs, "viewer-after-hangs", false).await;
+    assert_still_decoding(&kvs, &steady, "three hung control-plane calls").await;
+}
+
+/// Writes temporary credentials in the `credential_process` output format.
+fn write_process_credentials(path: &std::path::Path, c: &TestCredentials) {
+    let expiry = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let expiry = aws_smithy_types::DateTime::from(expiry)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap();
+    let json = serde_json::json!({
+        "Version": 1,
+        "AccessKeyId": c.access_key_id,
+        "SecretAccessKey": c.secret_access_key,
+        "SessionToken": c.session_token,
+        "Expiration": expiry,
+    });
+    std::fs::write(path, json.to_string()).unwrap();
+}
+
+/// Temporary credentials, valid for another hour, come from a `credential_process` the test
+/// controls. While the master is connected the service starts refusing them (as it does once
+/// they are revoked, or expired by a clock that was wrong when they were issued) and the
+/// process now hands out new ones. On the next GO_AWAY the refused Describe drops every cached
+/// credential, the process is asked again, and the master is back — instead of signing with
+/// the refused ones until they expire an hour later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_credentials_are_dropped_and_fresh_ones_fetched() {
+    let old = TestCredentials::new("ASIAOLDCREDENTIALS01", "old-secret-access-key")
+        .with_session_token("old-session-token");
+    let new = TestCredentials::new("ASIANEWCREDENTIALS02", "new-secret-access-key")
+        .with_session_token("new-session-token");
+    let dir = std::env::temp_dir().join(format!("camgate-kvs-creds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let creds_file = dir.join("credentials.json");
+    let config_file = dir.join("config");
+    write_process_credentials(&creds_file, &old);
+    std::fs::write(
+        &config_file,
+        format!(
+            "[default]\ncredential_process = cat {}\n",
+            creds_file.display()
+        ),
+    )
+    .unwrap();
+    let config_path = config_file.display().to_string();
+    let kvs = Kvs::start_with_env(
+        EmulatorConfig {
+            // The first key is the one the test's viewers sign with: never the revoked one.
+            credentials: vec![new.clone(), old.clone()],
+            ..EmulatorConfig::default()
+        },
+        |emu| kvs_env_without_credentials(emu, &config_path),
+    )
+    .await;
+    let steady = connect_viewer(&kvs, "viewer-steady", true).await;
+
+    let connects = kvs.stats().master_connects;
+    let rejected = kvs.emu.global_stats().rejected_signatures;
+    kvs.emu.revoke_credentials(&old.access_key_id);
+    write_process_credentials(&creds_file, &new);
+    kvs.emu.go_away(CHANNEL, Duration::ZERO).unwrap();
+    assert!(
+        kvs.wait(Duration::from_secs(15), |s| s.master_connects > connects
+            && s.master_connected)
+            .await,
+        "master not back with fresh credentials: {:?}\n{}",
+        kvs.emu.global_stats(),
+        kvs.daemon.log()
+    );
+    assert!(
+        kvs.emu.global_stats().rejected_signatures > rejected,
+        "the old credentials were never used after the revocation, so nothing was tested"
+    );
+    assert!(
+        kvs.daemon.log().contains("credentials refused"),
+        "{}",
+        kvs.daemon.log()
+    );
+    assert_new_viewer_decodes(&kvs, "viewer-after-new-credentials", true).await;
+    assert_still_decoding(&kvs, &steady, "a credential refresh").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `GET /healthz` as (status, JSON).
+async fn healthz(kvs: &Kvs) -> (u16, serde_json::Value) {
+    let r = reqwest::get(kvs.daemon.endpoint("healthz"))
+        .await
+        .expect("GET /healthz");
+    let code = r.status().as_u16();
+    (code, r.json().await.expect("/healthz is JSON"))
+}
+
+/// While the service is down for longer than `kvs.offline_degraded_after_s` (2 s here),
+/// `/healthz` says degraded and why — still HTTP 200, since the camera and the viewers already
+/// watching are fine — and says so no more once the master is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn healthz_reports_degraded_signaling_while_the_master_is_offline() {
+    let kvs = Kvs::start(
+        EmulatorConfig::default(),
+        &[("CAMGATE__KVS__OFFLINE_DEGRADED_AFTER_S", "2")],
+    )
+    .await;
+    let (code, h) = healthz(&kvs).await;
+    assert_eq!(code, 200, "{h}");
+    assert_eq!(h["degraded"], false, "{h}");
+    assert_eq!(h["signaling"]["state"], "connected", "{h}");
+
+    let (outage, seen) = tokio::join!(kvs.emu.outage(Duration::from_secs(8)), async {
+        let went_offline = Instant::now();
+        let r = wait::until("/healthz degraded", Duration::from_secs(7), || async {
+            let (code, h) = healthz(&kvs).await;
+            (h["degraded"] == true).then_some((code, h))
+        })
+        .await;
+        (r, went_offline.elapsed())
+    });
+    outage.unwrap();
+    let ((code, h), after) = match seen {
+        (Ok(v), after) => (v, after),
+        (Err(e), _) => panic!("{e}: {}\n{}", healthz(&kvs).await.1, kvs.daemon.log()),
+    };
+    assert!(
+        after >= Duration::from_secs(2),
+        "degraded after {after:?}, before the 2 s threshold: {h}"
+    );
+    assert_eq!(code, 200, "video is fine, so /healthz stays 200: {h}");
+    assert_eq!(h["ok"], true, "{h}");
+    let reason = h["signaling"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("KVS signaling offline for"), "{h}");
+    assert!(
+        h["signaling"]["offline_s"].as_f64().unwrap_or(0.0) >= 2.0,
+        "{h}"
+    );
+
+    let back = wait::until(
+        "/healthz no longer degraded",
+        Duration::from_secs(20),
+        || async {
+            let (_, h) = healthz(&kvs).await;
+            (h["degraded"] == false && h["signaling"]["state"] == "connected").then_some(h)
+        },
+    )
+    .await;
+    if let Err(e) = back {
+        panic!("{e}: {}\n{}", healthz(&kvs).await.1, kvs.daemon.log());
+    }
 }

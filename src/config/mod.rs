@@ -432,6 +432,19 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_iot_endpoint_only_next_to_a_plain_http_emulator() {
+        let iot = "[kvs.iot]\nendpoint = \"http://127.0.0.1:8443\"\ncert = \"/c\"\nkey = \"/k\"\nrole_alias = \"r\"\nthing_name = \"t\"\n";
+        let p = problems(iot, &[]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("kvs.iot.endpoint: \"http://127.0.0.1:8443\" is plain http://"),
+            "{p:?}"
+        );
+        let with_emulator = format!("[kvs]\nendpoint_url = \"http://127.0.0.1:4566\"\n{iot}");
+        assert!(problems(&with_emulator, &[]).is_empty());
+    }
+
+    #[test]
     fn audio_keys_are_checked_against_each_other() {
         let p = problems(
             "[audio]\nsource = \"camera\"\nbitrate_kbps = 2\ndevice = \"hw:1\"\ntalkback_sink = \"speaker\"\n",

@@ -208,6 +208,13 @@ pub struct KvsSettings {
     pub create_channel: bool,
     /// WebSocket ping after this many idle seconds (the service cuts idle sockets at 10 min).
     pub ping_interval_s: u32,
+    /// A Ping with nothing received for this many seconds means the WebSocket is dead.
+    pub pong_timeout_s: u32,
+    /// Deadline in seconds of each connection step (an API call with its credential fetch,
+    /// or the WebSocket connect).
+    pub step_timeout_s: u32,
+    /// `/healthz` reports degraded once the master has been offline this many seconds.
+    pub offline_degraded_after_s: u32,
     /// Give every session the channel region's KVS STUN server.
     pub region_stun: bool,
     pub iot: IotSettings,
@@ -222,6 +229,9 @@ impl Default for KvsSettings {
             endpoint_url: None,
             create_channel: false,
             ping_interval_s: 25,
+            pong_timeout_s: 20,
+            step_timeout_s: 20,
+            offline_degraded_after_s: 120,
             region_stun: true,
             iot: IotSettings::default(),
         }
@@ -411,6 +421,12 @@ impl Settings {
         v.field("kvs.endpoint_url", &mut k.endpoint_url);
         v.field("kvs.create_channel", &mut k.create_channel);
         v.field("kvs.ping_interval_s", &mut k.ping_interval_s);
+        v.field("kvs.pong_timeout_s", &mut k.pong_timeout_s);
+        v.field("kvs.step_timeout_s", &mut k.step_timeout_s);
+        v.field(
+            "kvs.offline_degraded_after_s",
+            &mut k.offline_degraded_after_s,
+        );
         v.field("kvs.region_stun", &mut k.region_stun);
         let i = &mut k.iot;
         v.field("kvs.iot.endpoint", &mut i.endpoint);

@@ -430,6 +430,14 @@ fn check_kvs(c: &mut Checker<'_>) {
             );
         }
         c.range("kvs.ping_interval_s", k.ping_interval_s, 1, 300);
+        c.range("kvs.pong_timeout_s", k.pong_timeout_s, 1, 300);
+        c.range("kvs.step_timeout_s", k.step_timeout_s, 1, 300);
+        c.range(
+            "kvs.offline_degraded_after_s",
+            k.offline_degraded_after_s,
+            1,
+            86_400,
+        );
         if k.create_channel && k.channel_name.is_none() {
             c.push(
                 "kvs.create_channel",
@@ -483,6 +491,25 @@ fn check_iot(c: &mut Checker<'_>, kvs_mode: bool) {
                 format!("kvs.iot.endpoint: {e:?} is not a host name; expected e.g. c1abc2def3.credentials.iot.us-west-2.amazonaws.com"),
             );
         }
+    }
+    // Temporary credentials come back over this connection: TLS only, unless the control
+    // plane too is a plain http:// emulator (signaling::kvs::KvsOptions::allows_plaintext).
+    let emulator =
+        c.s.kvs
+            .endpoint_url
+            .as_deref()
+            .is_some_and(|u| u.len() >= 7 && u[..7].eq_ignore_ascii_case("http://"));
+    if let Some(e) = &i.endpoint
+        && e.len() >= 7
+        && e[..7].eq_ignore_ascii_case("http://")
+        && !emulator
+    {
+        c.push(
+            "kvs.iot.endpoint",
+            format!(
+                "kvs.iot.endpoint: {e:?} is plain http://; credentials are fetched over https:// only (plain http only when kvs.endpoint_url is an http:// URL too)"
+            ),
+        );
     }
     if let Some(n) = &i.role_alias
         && (n.is_empty() || n.contains(|ch: char| ch.is_whitespace() || ch == '/'))

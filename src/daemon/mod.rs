@@ -3,6 +3,7 @@
 //! stopped in reverse.
 
 mod audio;
+mod health;
 mod notify;
 
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ pub struct DaemonOptions {
     pub audio: Option<crate::media::audio::AudioOptions>,
     /// Talkback; None when `audio.talkback = false`.
     pub talkback: Option<crate::media::talkback::TalkbackOptions>,
+    /// Kvs mode: `/healthz` reports degraded once the master is offline this long.
+    pub kvs_offline_degraded_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +89,12 @@ pub struct Health {
     /// "restarting (...)".
     /// Audio never makes the daemon unhealthy: viewers still get video without it.
     pub audio: String,
+    /// Kvs mode: the signaling master; None in local mode.
+    pub signaling: Option<health::SignalingHealth>,
+    /// Serving, but not fully: the KVS master has been offline longer than
+    /// `kvs.offline_degraded_after_s` (see `signaling.reason`). Does not change `ok`: viewers
+    /// already watching still get video.
+    pub degraded: bool,
 }
 
 /// Shared handles the HTTP handlers read.
@@ -99,6 +108,10 @@ pub struct Runtime {
     pub started: Instant,
     /// KVS signaling counters, in kvs mode.
     kvs: Option<Arc<signaling::kvs::KvsStats>>,
+    /// See [`DaemonOptions::kvs_offline_degraded_after`].
+    kvs_offline_degraded_after: Duration,
+    /// The KVS step deadline, for the watchdog's idea of a stuck machine.
+    kvs_step_timeout: Option<Duration>,
     audio: Arc<audio::DaemonAudio>,
     /// HTTP connection counters, for `/stats`.
     connections: Arc<crate::http::ConnectionStats>,
@@ -114,8 +127,16 @@ impl Runtime {
             .map(|c| c.status())
     }
 
+    fn signaling_health(&self) -> Option<health::SignalingHealth> {
+        self.kvs.as_ref().map(|k| {
+            health::SignalingHealth::from_snapshot(&k.snapshot(), self.kvs_offline_degraded_after)
+        })
+    }
+
     pub fn health(&self) -> Health {
         let status = self.capture_status();
+        let signaling = self.signaling_health();
+        let degraded = signaling.as_ref().is_some_and(|s| s.degraded);
         let viewers = self.sessions.count();
         let max_viewers = self.sessions.max_viewers();
         let packetizer_errors = self
@@ -135,6 +156,8 @@ impl Runtime {
                 max_viewers,
                 packetizer_errors,
                 audio: self.audio.state_text(),
+                signaling,
+                degraded,
             };
         };
         let age = status.last_frame_age;
@@ -174,6 +197,8 @@ impl Runtime {
             max_viewers,
             packetizer_errors,
             audio: self.audio.state_text(),
+            signaling,
+            degraded,
         }
     }
 }
@@ -243,6 +268,11 @@ pub async fn run(
         packetizer_errors,
         started: Instant::now(),
         kvs: None,
+        kvs_offline_degraded_after: opts.kvs_offline_degraded_after,
+        kvs_step_timeout: match &opts.signaling {
+            SignalingMode::Kvs(k) => Some(k.step_timeout),
+            SignalingMode::Local => None,
+        },
         audio: daemon_audio.clone(),
         connections: Arc::default(),
     };
@@ -575,7 +605,7 @@ fn spawn_notifier(
         .map(|w| (w / 2).min(Duration::from_secs(1)))
         .unwrap_or(Duration::from_secs(1));
     let notifier = Arc::new(Mutex::new(notify::Notifier::new(
-        notify::Policy::for_stall(rt.stall_after),
+        notify::Policy::for_stall(rt.stall_after).with_kvs_step_timeout(rt.kvs_step_timeout),
         what,
         rt.started,
     )));
@@ -802,6 +832,8 @@ impl DaemonOptions {
                     iot,
                     gather_timeout,
                     ping_interval: Duration::from_secs(u64::from(k.ping_interval_s)),
+                    pong_timeout: Duration::from_secs(u64::from(k.pong_timeout_s)),
+                    step_timeout: Duration::from_secs(u64::from(k.step_timeout_s)),
                     region_stun: k.region_stun,
                     ..Default::default()
                 }))
@@ -829,6 +861,9 @@ impl DaemonOptions {
             signaling,
             audio,
             talkback,
+            kvs_offline_degraded_after: Duration::from_secs(u64::from(
+                s.kvs.offline_degraded_after_s,
+            )),
         }
     }
 }

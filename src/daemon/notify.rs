@@ -8,7 +8,9 @@
 //! * `EXTEND_TIMEOUT_USEC` while start-up is still making progress (a camera warming up, an
 //!   RTSP camera being retried), up to [`Policy::startup_limit`].
 //! * `WATCHDOG=1` only while healthy: frames flowing, or a capture start/restart in progress
-//!   within its budget, and the KVS machine not stuck in one connecting state. A wedged
+//!   within its budget, and the KVS machine not stuck in one state. AWS being unreachable is
+//!   not stuck: every connecting state has a deadline, so the machine keeps moving between
+//!   them and backoff; only a state held far past its deadline stops the pings. A wedged
 //!   pipeline (frames stopped and no restart happening) or a hung runtime stops the pings, so
 //!   systemd restarts the service.
 //! * `STATUS=` whenever the line a person reads changes; `STOPPING=1` on shutdown.
@@ -61,8 +63,9 @@ pub struct Policy {
     pub restart_grace: Duration,
     /// How long `READY=1` waits for the KVS connection before going ahead without it.
     pub kvs_ready_wait: Duration,
-    /// A KVS connecting state (describe, get-endpoint, get-ice-config, connecting) held this
-    /// long means the machine is stuck.
+    /// A KVS state other than connected and stopped (describe, get-endpoint, get-ice-config,
+    /// connecting, backoff, idle) held this long means the machine is stuck: each has a
+    /// deadline well inside it.
     pub kvs_stuck_after: Duration,
     /// Start-up stops asking systemd for more time after this.
     pub startup_limit: Duration,
@@ -82,6 +85,16 @@ impl Policy {
             startup_limit: Duration::from_secs(300),
             extend_by: Duration::from_secs(30),
         }
+    }
+
+    /// Makes [`Policy::kvs_stuck_after`] comfortably longer than the machine's step deadline
+    /// (twice it plus 10 s, never under 60 s), so only a machine that missed its own deadline
+    /// counts as stuck.
+    pub fn with_kvs_step_timeout(mut self, step_timeout: Option<Duration>) -> Policy {
+        if let Some(t) = step_timeout {
+            self.kvs_stuck_after = (t * 2 + Duration::from_secs(10)).max(Duration::from_secs(60));
+        }
+        self
     }
 }
 
@@ -237,8 +250,7 @@ impl Notifier {
         };
         let kvs = match (&o.kvs, kvs_for) {
             (Some(k), Some(held)) if k.state != "connected" => {
-                let connecting = !matches!(k.state, "backoff" | "stopped");
-                let stuck = connecting && held > p.kvs_stuck_after;
+                let stuck = k.state != "stopped" && held > p.kvs_stuck_after;
                 let err = k
                     .last_error
                     .as_deref()
@@ -432,6 +444,54 @@ mod tests {
         assert!(!pings(&r));
         assert!(
             matches!(r.last(), Some(Notice::Status(s)) if s.contains("KVS stuck in get-endpoint for 61 s"))
+        );
+    }
+
+    #[test]
+    fn aws_unreachable_keeps_pinging_a_stuck_machine_does_not() {
+        let c = Clock { t0: Instant::now() };
+        let policy = policy().with_kvs_step_timeout(Some(Duration::from_secs(20)));
+        assert_eq!(policy.kvs_stuck_after, Duration::from_secs(60));
+        assert_eq!(
+            policy
+                .with_kvs_step_timeout(Some(Duration::from_secs(100)))
+                .kvs_stuck_after,
+            Duration::from_secs(210)
+        );
+        let kvs = |state: &'static str| {
+            Some(KvsView {
+                state,
+                last_error: Some("DescribeSignalingChannel: timed out".into()),
+            })
+        };
+        let mut n = Notifier::new(policy, "kvs".into(), c.t0);
+        let mut o = obs(c.at(100), CaptureState::Running, 3, Some(10));
+        o.kvs = kvs("connected");
+        assert!(has(&n.poll(&o), &Notice::Ready));
+        // Ten minutes of a network that swallows every call: each Describe runs into its 20 s
+        // deadline, backs off up to 10 s, and tries again. The watchdog keeps pinging.
+        let mut t = 1_000;
+        while t < 600_000 {
+            o.now = c.at(t);
+            o.kvs = kvs("describe");
+            for step in [0, 10_000, 19_900] {
+                o.now = c.at(t + step);
+                assert!(pings(&n.poll(&o)), "describe at {} ms", t + step);
+            }
+            t += 20_000;
+            o.now = c.at(t);
+            o.kvs = kvs("backoff");
+            assert!(pings(&n.poll(&o)), "backoff at {t} ms");
+            t += 10_000;
+        }
+        // A machine that stays in one state (here: backoff that never wakes) past the limit
+        // is stuck: no more pings, and the status says so.
+        o.now = c.at(t + 61_000);
+        let r = n.poll(&o);
+        assert!(!pings(&r), "{r:?}");
+        assert!(
+            matches!(r.last(), Some(Notice::Status(s)) if s.contains("KVS stuck in backoff")),
+            "{r:?}"
         );
     }
 

@@ -436,7 +436,7 @@ impl Job {
                     gst::MessageView::Warning(w) => {
                         tracing::warn!(
                             element = %w.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
-                            warning = %w.error(),
+                            warning = %crate::redact::redact_text(&w.error().to_string()),
                             "capture pipeline warning"
                         );
                     }
@@ -532,22 +532,24 @@ fn element_error(err: &gst::message::Error) -> MediaError {
             .src()
             .map(|s| s.path_string().to_string())
             .unwrap_or_else(|| "<unknown>".into()),
-        message: err.error().to_string(),
+        // An RTSP source's message may quote its URL, password included.
+        message: crate::redact::redact_text(&err.error().to_string()),
         debug: err.debug().and_then(|d| useful_debug(&d)),
     }
 }
 
 /// GStreamer's debug text starts with a source-file location line; the operator-relevant
-/// part ("Failed to connect", "Not found") follows it.
+/// part ("Failed to connect", "Not found") follows it. URLs in it are redacted.
 pub(crate) fn useful_debug(debug: &str) -> Option<String> {
     let mut lines = debug.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next()?;
     let rest: Vec<&str> = lines.collect();
-    Some(if rest.is_empty() {
+    let text = if rest.is_empty() {
         first.to_string()
     } else {
         rest.join(" ")
-    })
+    };
+    Some(crate::redact::redact_text(&text))
 }
 
 /// rtspsrc's `select-stream`: set up only the camera's video streams. A camera that also has
@@ -649,73 +651,9 @@ pub(crate) fn validate_rtsp_url(url: &str) -> Result<(), MediaError> {
     Ok(())
 }
 
-/// The URL with any password replaced, safe for logs and status.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            if u.query().is_some() {
-                let pairs: Vec<(String, String)> = u
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let v = if secret_query_key(&k) {
-                            "***".to_owned()
-                        } else {
-                            v.into_owned()
-                        };
-                        (k.into_owned(), v)
-                    })
-                    .collect();
-                u.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            u.to_string()
-        }
-        // Unparseable: still hide `user:password@` if it looks like there is one.
-        Err(_) => {
-            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let shown = match rest[..authority_end].rfind('@') {
-                Some(at) => match rest[..at].split_once(':') {
-                    Some((user, _)) => format!("{user}:***{}", &rest[at..]),
-                    None => rest.to_string(),
-                },
-                None => rest.to_string(),
-            };
-            // A query may carry a token; without a parse, show none of it.
-            let shown = match shown.split_once('?') {
-                Some((before, _)) => format!("{before}?***"),
-                None => shown,
-            };
-            let shown: String = shown.chars().take(128).collect();
-            if scheme.is_empty() {
-                shown
-            } else {
-                format!("{scheme}://{shown}")
-            }
-        }
-    }
-}
-
-/// Query parameters that carry credentials in camera and presigned URLs.
-fn secret_query_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "token",
-        "auth",
-        "pass",
-        "pwd",
-        "secret",
-        "key",
-        "signature",
-        "sig",
-        "credential",
-        "session",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-}
+/// The URL with any password replaced, safe for logs and status (one implementation for the
+/// whole daemon, in [`crate::redact`]).
+pub use crate::redact::redact_url;
 
 fn describe_source(source: &SourceSpec) -> String {
     match source {

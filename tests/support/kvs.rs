@@ -7,6 +7,7 @@ use kvs_emulator::{ChannelInfo, ChannelStats, Emulator, EmulatorConfig, Signalin
 
 use super::daemon::{Daemon, test_env};
 use super::viewer::TestViewer;
+use super::wait;
 
 pub const CHANNEL: &str = "front-door";
 
@@ -15,6 +16,22 @@ pub const CHANNEL: &str = "front-door";
 /// nothing that could reach a real AWS endpoint.
 pub fn kvs_env(emu: &Emulator, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let creds = emu.credentials();
+    let mut env = kvs_env_without_credentials(emu, "/nonexistent/aws-config");
+    let mut add = |k: &str, v: &str| env.push((k.to_string(), v.to_string()));
+    add("AWS_ACCESS_KEY_ID", &creds.access_key_id);
+    add("AWS_SECRET_ACCESS_KEY", &creds.secret_access_key);
+    if let Some(t) = &creds.session_token {
+        add("AWS_SESSION_TOKEN", t);
+    }
+    for (k, v) in extra {
+        add(k, v);
+    }
+    env
+}
+
+/// [`kvs_env`] without credentials in the environment: the daemon's credential chain finds
+/// them through `aws_config_file` (e.g. a `credential_process` the test controls).
+pub fn kvs_env_without_credentials(emu: &Emulator, aws_config_file: &str) -> Vec<(String, String)> {
     let mut env = test_env();
     let mut add = |k: &str, v: &str| env.push((k.to_string(), v.to_string()));
     add("CAMGATE__SIGNALING__MODE", "kvs");
@@ -23,20 +40,12 @@ pub fn kvs_env(emu: &Emulator, extra: &[(&str, &str)]) -> Vec<(String, String)> 
     add("CAMGATE__KVS__ENDPOINT_URL", &emu.control_plane_url());
     // Tests send nothing off the machine: no STUN to the real AWS region.
     add("CAMGATE__KVS__REGION_STUN", "false");
-    add("AWS_ACCESS_KEY_ID", &creds.access_key_id);
-    add("AWS_SECRET_ACCESS_KEY", &creds.secret_access_key);
-    if let Some(t) = &creds.session_token {
-        add("AWS_SESSION_TOKEN", t);
-    }
     add("AWS_EC2_METADATA_DISABLED", "true");
-    add("AWS_CONFIG_FILE", "/nonexistent/aws-config");
+    add("AWS_CONFIG_FILE", aws_config_file);
     add(
         "AWS_SHARED_CREDENTIALS_FILE",
         "/nonexistent/aws-credentials",
     );
-    for (k, v) in extra {
-        add(k, v);
-    }
     env
 }
 
@@ -59,10 +68,23 @@ impl Kvs {
         extra_env: &[(&str, &str)],
         before: impl FnOnce(&Emulator),
     ) -> Kvs {
+        Self::start_with_env(config, |emu| {
+            before(emu);
+            kvs_env(emu, extra_env)
+        })
+        .await
+    }
+
+    /// [`Kvs::start`] with the daemon's whole environment made by `env` (which may also set
+    /// up the emulator first).
+    pub async fn start_with_env(
+        config: EmulatorConfig,
+        env: impl FnOnce(&Emulator) -> Vec<(String, String)>,
+    ) -> Kvs {
         let emu = Emulator::start(config).await.expect("emulator");
         let channel = emu.create_channel(CHANNEL).expect("channel");
-        before(&emu);
-        let daemon = Daemon::start(&kvs_env(&emu, extra_env), &[]);
+        let env = env(&emu);
+        let daemon = Daemon::start(&env, &[]);
         let kvs = Kvs {
             emu,
             channel,
@@ -168,34 +190,70 @@ pub async fn signal_viewer(
         signaling.send_offer(&full, None).await.unwrap();
     }
 
-    let mut offer_to_answer = None;
-    let mut answered_at = None;
-    let mut answer_to_first_candidate = None;
-    let mut trickled = 0;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    // Read until answered, then (trickle) keep applying candidates until connected.
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "viewer {client_id}: no answer/connection within 15 s\n{}",
-            log()
-        );
-        if offer_to_answer.is_some() && viewer.wait_connected(Duration::from_millis(1)).await {
-            break;
-        }
-        let msg = match signaling
-            .next_message(left.min(Duration::from_millis(200)))
-            .await
-        {
-            Ok(m) => m,
-            Err(kvs_emulator::ClientError::Timeout(_)) => continue,
-            Err(e) => panic!("viewer {client_id}: signaling failed: {e}"),
-        };
+    // Read until answered, then (trickle) keep applying candidates until connected. One probe
+    // handles messages for as long as they keep coming; it ends (and the wait polls again)
+    // after 200 ms without one.
+    let progress = tokio::sync::Mutex::new((signaling, Progress::default()));
+    let done = wait::until(
+        &format!("viewer {client_id}: answer and connection"),
+        Duration::from_secs(15),
+        || {
+            let (progress, viewer) = (&progress, &viewer);
+            async move {
+                let mut guard = progress.lock().await;
+                let (signaling, p) = &mut *guard;
+                loop {
+                    if p.offer_to_answer.is_some()
+                        && viewer.wait_connected(Duration::from_millis(1)).await
+                    {
+                        return Some(());
+                    }
+                    let msg = match signaling.next_message(Duration::from_millis(200)).await {
+                        Ok(m) => m,
+                        Err(kvs_emulator::ClientError::Timeout(_)) => return None,
+                        Err(e) => panic!("viewer {client_id}: signaling failed: {e}"),
+                    };
+                    p.handle(viewer, msg, client_id, trickle, started).await;
+                }
+            }
+        },
+    )
+    .await;
+    if let Err(e) = done {
+        panic!("{e}\n{}", log());
+    }
+    let (signaling, p) = progress.into_inner();
+    KvsViewer {
+        viewer,
+        signaling,
+        offer_to_answer: p.offer_to_answer.unwrap_or_default(),
+        trickled_from_master: p.trickled,
+        answer_to_first_candidate: p.answer_to_first_candidate,
+    }
+}
+
+/// What a signalling viewer has received so far.
+#[derive(Default)]
+struct Progress {
+    offer_to_answer: Option<Duration>,
+    answered_at: Option<Instant>,
+    answer_to_first_candidate: Option<Duration>,
+    trickled: usize,
+}
+
+impl Progress {
+    async fn handle(
+        &mut self,
+        viewer: &TestViewer,
+        msg: kvs_emulator::Envelope,
+        client_id: &str,
+        trickle: bool,
+        started: Instant,
+    ) {
         match msg.message_type.as_deref() {
             Some("SDP_ANSWER") => {
-                offer_to_answer = Some(started.elapsed());
-                answered_at = Some(Instant::now());
+                self.offer_to_answer = Some(started.elapsed());
+                self.answered_at = Some(Instant::now());
                 let sdp = msg.sdp().expect("answer without SDP");
                 if !trickle {
                     assert!(
@@ -206,9 +264,9 @@ pub async fn signal_viewer(
                 viewer.accept_answer(&sdp).await;
             }
             Some("ICE_CANDIDATE") => {
-                trickled += 1;
-                if answer_to_first_candidate.is_none() {
-                    answer_to_first_candidate = answered_at.map(|t: Instant| t.elapsed());
+                self.trickled += 1;
+                if self.answer_to_first_candidate.is_none() {
+                    self.answer_to_first_candidate = self.answered_at.map(|t| t.elapsed());
                 }
                 if let Some(p) = msg.payload.as_deref() {
                     viewer.add_candidate(p).await;
@@ -216,12 +274,5 @@ pub async fn signal_viewer(
             }
             other => panic!("viewer {client_id}: unexpected {other:?}: {}", msg.raw),
         }
-    }
-    KvsViewer {
-        viewer,
-        signaling,
-        offer_to_answer: offer_to_answer.unwrap(),
-        trickled_from_master: trickled,
-        answer_to_first_candidate,
     }
 }

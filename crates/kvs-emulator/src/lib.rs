@@ -91,6 +91,8 @@ pub struct EmulatorStats {
     pub rejected_signatures: u64,
     /// Failures served from the `fail_next` queue.
     pub injected_failures: u64,
+    /// Calls left unanswered by `hang_next`.
+    pub hung_requests: u64,
 }
 
 /// Errors of the emulator's own API.
@@ -327,6 +329,20 @@ impl Emulator {
         };
         self.shared
             .with(|st| st.failures.entry(api).or_default().push_back(failure));
+    }
+
+    /// The next call of `api` (a REST operation) is accepted and never answered: a hung
+    /// control plane. Queued; one per call. Applied after SigV4 verification.
+    pub fn hang_next(&self, api: Api) {
+        self.shared
+            .with(|st| *st.hangs.entry(api).or_default() += 1);
+    }
+
+    /// From now on requests signed with `access_key_id` are refused with 403, as the service
+    /// refuses expired or revoked temporary credentials. The other configured keys still work.
+    pub fn revoke_credentials(&self, access_key_id: &str) {
+        self.shared
+            .with(|st| st.revoked.push(access_key_id.to_owned()));
     }
 
     /// The emulator's clock runs `skew` ahead of the host's: requests signed now look old and

@@ -86,7 +86,8 @@ pub(crate) async fn dispatch(shared: &Shared, parts: Parts, body: Bytes) -> Resp
             headers: &parts.headers,
             body: &body,
         };
-        if let Err(e) = verify_header_auth(&req, &shared.cfg, &shared.cfg.region, shared.now()) {
+        let creds = shared.active_credentials();
+        if let Err(e) = verify_header_auth(&req, &creds, &shared.cfg.region, shared.now()) {
             shared.with(|st| st.global.rejected_signatures += 1);
             return error_response(
                 shared,
@@ -97,6 +98,10 @@ pub(crate) async fn dispatch(shared: &Shared, parts: Parts, body: Bytes) -> Resp
         }
     }
     shared.with(|st| st.global.rest_requests += 1);
+    if shared.with(|st| st.take_hang(api)) {
+        // Fault: the service accepted the request and never answers (a hung control plane).
+        std::future::pending::<()>().await;
+    }
     if let Some(f) = shared.with(|st| st.take_failure(api)) {
         let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error_response(shared, status, &f.error_type, &f.message);

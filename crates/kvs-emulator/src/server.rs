@@ -47,6 +47,10 @@ pub(crate) struct State {
     pub conns: HashMap<ConnId, mpsc::UnboundedSender<Outbound>>,
     pub waiters: HashMap<WaiterId, oneshot::Sender<Option<String>>>,
     pub failures: HashMap<Api, VecDeque<InjectedFailure>>,
+    /// Calls of each API that will never be answered (`Emulator::hang_next`).
+    pub hangs: HashMap<Api, u32>,
+    /// Access key ids refused from now on (`Emulator::revoke_credentials`).
+    pub revoked: Vec<String>,
     pub global: EmulatorStats,
     /// Tasks that own a socket; `stop()` aborts them.
     pub tasks: Vec<JoinHandle<()>>,
@@ -89,9 +93,36 @@ impl State {
         failure
     }
 
+    /// True if this call of `api` is to hang (and counts it).
+    pub(crate) fn take_hang(&mut self, api: Api) -> bool {
+        match self.hangs.get_mut(&api) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                self.global.hung_requests += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn track(&mut self, task: JoinHandle<()>) {
         self.tasks.retain(|t| !t.is_finished());
         self.tasks.push(task);
+    }
+}
+
+/// The configured keys minus the revoked ones: what the verifier accepts right now.
+pub(crate) struct ActiveCredentials<'a> {
+    cfg: &'a EmulatorConfig,
+    revoked: Vec<String>,
+}
+
+impl CredentialLookup for ActiveCredentials<'_> {
+    fn lookup(&self, access_key_id: &str) -> Option<(&str, Option<&str>)> {
+        if self.revoked.iter().any(|r| r == access_key_id) {
+            return None;
+        }
+        self.cfg.lookup(access_key_id)
     }
 }
 
@@ -125,6 +156,8 @@ impl Shared {
                 conns: HashMap::new(),
                 waiters: HashMap::new(),
                 failures: HashMap::new(),
+                hangs: HashMap::new(),
+                revoked: Vec::new(),
                 global: EmulatorStats::default(),
                 tasks: Vec::new(),
             }),
@@ -150,6 +183,13 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking test thread must not take the emulator down with it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn active_credentials(&self) -> ActiveCredentials<'_> {
+        ActiveCredentials {
+            cfg: &self.cfg,
+            revoked: self.read(|st| st.revoked.clone()),
+        }
     }
 
     pub(crate) fn next_id(&self) -> u64 {

@@ -62,7 +62,7 @@ pub(crate) fn handshake(shared: Arc<Shared>, mut req: Request<Incoming>) -> Resp
                 headers: req.headers(),
                 body: b"",
             },
-            &shared.cfg,
+            &shared.active_credentials(),
             &shared.cfg.region,
             shared.now(),
         );

@@ -22,6 +22,7 @@ use crate::media::audio::{AudioCodec, AudioOptions, AudioPacket, AudioSink, Audi
 use crate::media::capture::{redact_url, validate_rtsp_url};
 use crate::media::options::SourceSpec;
 use crate::media::supervisor::{Backoff, is_stalled};
+use crate::redact::redact_text;
 
 /// How often the supervisor looks at the bus, the stall clock and the stop flag; bounds how
 /// long `stop()` takes on top of the pipeline's own shutdown.
@@ -493,7 +494,7 @@ impl Job {
                     gst::MessageView::Warning(w) => {
                         tracing::warn!(
                             element = %w.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
-                            warning = %w.error(),
+                            warning = %redact_text(&w.error().to_string()),
                             "audio pipeline warning"
                         );
                     }
@@ -549,8 +550,8 @@ impl Job {
             Some(device) if from_source => MediaError::AudioDevice {
                 device,
                 reason: match debug {
-                    Some(d) => format!("{} ({d})", err.error()),
-                    None => err.error().to_string(),
+                    Some(d) => format!("{} ({d})", redact_text(&err.error().to_string())),
+                    None => redact_text(&err.error().to_string()),
                 },
             },
             _ => MediaError::Element {
@@ -558,7 +559,7 @@ impl Job {
                     .src()
                     .map(|s| s.path_string().to_string())
                     .unwrap_or_else(|| "<unknown>".into()),
-                message: err.error().to_string(),
+                message: redact_text(&err.error().to_string()),
                 debug,
             },
         }

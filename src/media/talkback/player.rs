@@ -225,10 +225,11 @@ fn describe(error: &gst::glib::Error, debug: Option<&str>) -> String {
     let detail = debug
         .and_then(useful_debug)
         .filter(|d| !(d.contains(".c(") && d.contains("): /")));
-    match detail {
+    let text = match detail {
         Some(d) => format!("{error} ({d})"),
         None => error.to_string(),
-    }
+    };
+    crate::redact::redact_text(&text)
 }
 
 /// The pipeline of one talk burst.

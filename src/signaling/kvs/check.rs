@@ -188,7 +188,16 @@ pub async fn check(cfg: &KvsOptions) -> CheckReport {
     }
 
     let t = Instant::now();
-    match driver::connect(&control, &endpoints.wss, &arn, offset, cfg.connect_timeout).await {
+    match driver::connect(
+        &control,
+        &endpoints.wss,
+        &arn,
+        offset,
+        cfg.connect_timeout,
+        cfg.allows_plaintext(),
+    )
+    .await
+    {
         Ok(mut ws) => {
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
@@ -302,6 +311,14 @@ fn diagnose(e: &ControlError, step: &str, cfg: &KvsOptions, region: &str) -> Str
                 {
                     format!(
                         "the credentials are not valid ({et}: {msg}); check the access key / session token"
+                    )
+                }
+                401 | 403
+                    if et.contains("InvalidSignature")
+                        || msg.contains("signature we calculated does not match") =>
+                {
+                    format!(
+                        "the signature does not match ({et}): the secret access key is wrong for this access key id"
                     )
                 }
                 401 | 403 => format!(

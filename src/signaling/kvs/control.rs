@@ -5,9 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use aws_config::identity::IdentityCache;
 use aws_config::{BehaviorVersion, Region, SdkConfig, timeout::TimeoutConfig};
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::provider::{
+    self as cred_provider, ProvideCredentials, SharedCredentialsProvider,
+};
 use aws_sdk_kinesisvideo::config::interceptors::BeforeDeserializationInterceptorContextRef;
 use aws_sdk_kinesisvideo::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_kinesisvideo::error::ProvideErrorMetadata;
@@ -181,6 +184,51 @@ impl Intercept for ServerClock {
     }
 }
 
+/// Credentials are reused until this long before they expire.
+const CREDENTIALS_MARGIN: Duration = Duration::from_secs(300);
+
+/// The one cache of AWS credentials, shared by the SDK calls (whose own identity cache is
+/// turned off) and the WebSocket presign, so that one [`CredentialCache::invalidate`] after a
+/// 403 makes every later request fetch fresh credentials — from the IoT endpoint too, whose
+/// provider keeps a cache of its own.
+#[derive(Debug, Clone)]
+struct CredentialCache {
+    provider: SharedCredentialsProvider,
+    iot: Option<IotCredentialsProvider>,
+    cached: Arc<Mutex<Option<Credentials>>>,
+}
+
+impl CredentialCache {
+    async fn get(&self) -> cred_provider::Result {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref()
+            && c.expiry()
+                .is_none_or(|e| SystemTime::now() + CREDENTIALS_MARGIN < e)
+        {
+            return Ok(c.clone());
+        }
+        let c = self.provider.provide_credentials().await?;
+        *cached = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+        if let Some(iot) = &self.iot {
+            iot.invalidate().await;
+        }
+    }
+}
+
+impl ProvideCredentials for CredentialCache {
+    fn provide_credentials<'a>(&'a self) -> cred_provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        cred_provider::future::ProvideCredentials::new(self.get())
+    }
+}
+
 /// Control-plane and HTTPS-signaling client for one channel.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -190,9 +238,15 @@ pub struct ControlPlane {
     channel: ChannelRef,
     create: bool,
     client_id: String,
-    creds: SharedCredentialsProvider,
-    cached: Mutex<Option<Credentials>>,
+    creds: CredentialCache,
     clock: ServerClock,
+    /// Plain http:// channel endpoints are acceptable (an emulator).
+    insecure_ok: bool,
+    /// The signaling-API client of the current HTTPS endpoint, reused across calls: the SDK
+    /// keeps the clock skew it learns per client, so a new client for every call would sign
+    /// each first attempt with the wrong clock on a skewed device (refused, then retried after
+    /// the SDK's backoff of up to a second).
+    signaling: std::sync::Mutex<Option<(String, aws_sdk_kinesisvideosignaling::Client)>>,
 }
 
 impl ControlPlane {
@@ -221,19 +275,35 @@ impl ControlPlane {
         if let Some(r) = &region {
             loader = loader.region(Region::new(r.clone()));
         }
+        let insecure_ok = opts.allows_plaintext();
+        let mut iot_provider = None;
         if let Some(c) = &opts.credentials {
             loader = loader.credentials_provider(c.clone());
         } else if let Some(iot) = &opts.iot {
-            loader = loader.credentials_provider(IotCredentialsProvider::new(iot)?);
+            let p = IotCredentialsProvider::new(iot, insecure_ok)?;
+            iot_provider = Some(p.clone());
+            loader = loader.credentials_provider(p);
         }
         let sdk = loader.load().await;
         let region = sdk
             .region()
             .map(|r| r.as_ref().to_owned())
             .ok_or(ControlError::NoRegion)?;
-        let creds = sdk
+        let provider = sdk
             .credentials_provider()
             .ok_or_else(|| ControlError::NoCredentials("no credentials provider found".into()))?;
+        let creds = CredentialCache {
+            provider,
+            iot: iot_provider,
+            cached: Arc::new(Mutex::new(None)),
+        };
+        // Our cache replaces the SDK's: the SDK's cannot be told that the service refused
+        // what it holds, and would keep signing with it until its expiry.
+        let sdk = sdk
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(creds.clone()))
+            .identity_cache(IdentityCache::no_cache())
+            .build();
         let clock = ServerClock::default();
         let mut kv_conf =
             aws_sdk_kinesisvideo::config::Builder::from(&sdk).interceptor(clock.clone());
@@ -249,8 +319,9 @@ impl ControlPlane {
             create: opts.create_channel,
             client_id: opts.client_id.clone(),
             creds,
-            cached: Mutex::new(None),
             clock,
+            insecure_ok,
+            signaling: std::sync::Mutex::new(None),
         })
     }
 
@@ -267,27 +338,19 @@ impl ControlPlane {
         *self.clock.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Forget cached credentials (after the service refused them).
+    /// Forget every cached credential (after the service refused them), the IoT provider's
+    /// included: the next request, SDK call or presign, asks the provider again.
     pub async fn invalidate_credentials(&self) {
-        *self.cached.lock().await = None;
+        self.creds.invalidate().await;
     }
 
-    /// Current credentials for presigning, cached until 5 min before they expire.
+    /// Current credentials for presigning, cached until 5 min before they expire (the same
+    /// cache the SDK calls use).
     pub async fn credentials(&self) -> Result<Credentials, ControlError> {
-        let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref()
-            && c.expiry()
-                .is_none_or(|e| SystemTime::now() + Duration::from_secs(300) < e)
-        {
-            return Ok(c.clone());
-        }
-        let c = self
-            .creds
-            .provide_credentials()
+        self.creds
+            .get()
             .await
-            .map_err(|e| ControlError::NoCredentials(error_chain(&e)))?;
-        *cached = Some(c.clone());
-        Ok(c)
+            .map_err(|e| ControlError::NoCredentials(error_chain(&e)))
     }
 
     /// DescribeSignalingChannel; on 404 creates the channel if allowed. Returns the ARN.
@@ -393,11 +456,13 @@ impl ControlPlane {
         channel_arn: &str,
     ) -> Result<Vec<TurnServer>, ControlError> {
         const OP: &str = "GetIceServerConfig";
-        let conf = aws_sdk_kinesisvideosignaling::config::Builder::from(&self.sdk)
-            .endpoint_url(https_endpoint)
-            .interceptor(self.clock.clone())
-            .build();
-        let client = aws_sdk_kinesisvideosignaling::Client::from_conf(conf);
+        super::presign::check_scheme(https_endpoint, self.insecure_ok).map_err(|e| {
+            ControlError::BadResponse {
+                op: OP,
+                detail: e.to_string(),
+            }
+        })?;
+        let client = self.signaling_client(https_endpoint);
         let out = client
             .get_ice_server_config()
             .channel_arn(channel_arn)
@@ -417,6 +482,25 @@ impl ControlPlane {
                 ttl: Duration::from_secs(s.ttl().unwrap_or(300).max(0) as u64),
             })
             .collect())
+    }
+}
+
+impl ControlPlane {
+    /// The signaling-API client for `https_endpoint`, made once per endpoint.
+    fn signaling_client(&self, https_endpoint: &str) -> aws_sdk_kinesisvideosignaling::Client {
+        let mut g = self.signaling.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((endpoint, client)) = g.as_ref()
+            && endpoint == https_endpoint
+        {
+            return client.clone();
+        }
+        let conf = aws_sdk_kinesisvideosignaling::config::Builder::from(&self.sdk)
+            .endpoint_url(https_endpoint)
+            .interceptor(self.clock.clone())
+            .build();
+        let client = aws_sdk_kinesisvideosignaling::Client::from_conf(conf);
+        *g = Some((https_endpoint.to_owned(), client.clone()));
+        client
     }
 }
 

@@ -26,6 +26,7 @@ use super::pending::{PendingCandidates, PendingLimits};
 use super::presign;
 use super::stats::KvsStats;
 use super::{KvsOptions, OfferHandler};
+use crate::redact::redact_text;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -110,6 +111,25 @@ enum Internal {
     },
 }
 
+/// The call or connect a connection step is waiting for.
+struct StepTask {
+    task: tokio::task::AbortHandle,
+    /// The operation, for the log.
+    what: &'static str,
+    /// The chain's GetIceServerConfig, which the ICE refresher also waits for.
+    chain_ice: bool,
+}
+
+impl StepTask {
+    fn new(task: tokio::task::AbortHandle, what: &'static str) -> Option<StepTask> {
+        Some(StepTask {
+            task,
+            what,
+            chain_ice: false,
+        })
+    }
+}
+
 struct Session {
     generation: u64,
     /// The offer has been applied; remote candidates can go straight to the handler.
@@ -134,6 +154,9 @@ struct Driver {
     /// Offer arrival per viewer whose answer is queued, for the offer → answer time.
     answer_started: HashMap<String, (Instant, bool)>,
     connect_cause: Cause,
+    /// The task performing the current step's call or connect; aborted on
+    /// [`Action::CancelCall`].
+    step_task: Option<StepTask>,
     tx: mpsc::Sender<Internal>,
     rx: mpsc::Receiver<Internal>,
 }
@@ -150,6 +173,8 @@ impl Driver {
         let cfg = MachineConfig {
             ping_idle: opts.ping_interval,
             max_connection_age: opts.max_connection_age,
+            pong_timeout: opts.pong_timeout,
+            step_timeout: opts.step_timeout,
             ..MachineConfig::default()
         };
         let (tx, rx) = mpsc::channel(256);
@@ -178,6 +203,7 @@ impl Driver {
             outbox: Outbox::new(OutboxLimits::default()),
             answer_started: HashMap::new(),
             connect_cause: Cause::Initial,
+            step_task: None,
             tx,
             rx,
         }
@@ -244,19 +270,21 @@ impl Driver {
             Action::CallDescribe => {
                 debug!("KVS: DescribeSignalingChannel");
                 let (c, tx) = (self.control.clone(), self.tx.clone());
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let r = c.describe().await;
                     let _ = tx.send(Internal::Described(r, SystemTime::now())).await;
                 });
+                self.step_task = StepTask::new(task.abort_handle(), "DescribeSignalingChannel");
                 None
             }
             Action::CallGetEndpoint { channel_arn } => {
                 debug!("KVS: GetSignalingChannelEndpoint");
                 let (c, tx) = (self.control.clone(), self.tx.clone());
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let r = c.endpoints(&channel_arn).await;
                     let _ = tx.send(Internal::Endpoints(r, SystemTime::now())).await;
                 });
+                self.step_task = StepTask::new(task.abort_handle(), "GetSignalingChannelEndpoint");
                 None
             }
             Action::CallGetIceConfig {
@@ -264,7 +292,12 @@ impl Driver {
                 https_endpoint,
             } => {
                 self.ice.fetch_started();
-                self.spawn_ice_fetch(true, https_endpoint, channel_arn);
+                let task = self.spawn_ice_fetch(true, https_endpoint, channel_arn);
+                self.step_task = Some(StepTask {
+                    task,
+                    what: "GetIceServerConfig",
+                    chain_ice: true,
+                });
                 None
             }
             Action::Connect {
@@ -277,12 +310,45 @@ impl Driver {
                 self.connect_cause = cause;
                 let (c, tx) = (self.control.clone(), self.tx.clone());
                 let timeout = self.opts.connect_timeout;
-                tokio::spawn(async move {
-                    let r = connect(&c, &wss_endpoint, &channel_arn, clock_offset_ms, timeout)
-                        .await
-                        .map(Box::new);
+                let insecure_ok = self.opts.allows_plaintext();
+                let task = tokio::spawn(async move {
+                    let r = connect(
+                        &c,
+                        &wss_endpoint,
+                        &channel_arn,
+                        clock_offset_ms,
+                        timeout,
+                        insecure_ok,
+                    )
+                    .await
+                    .map(Box::new);
                     let _ = tx.send(Internal::Connected(r)).await;
                 });
+                self.step_task = StepTask::new(task.abort_handle(), "WebSocket connect");
+                None
+            }
+            Action::CancelCall => {
+                if let Some(step) = self.step_task.take()
+                    && !step.task.is_finished()
+                {
+                    step.task.abort();
+                    let why = format!(
+                        "{} took longer than {} s (kvs.step_timeout_s)",
+                        step.what,
+                        self.opts.step_timeout.as_secs_f64()
+                    );
+                    warn!("KVS: {why}; abandoned");
+                    self.stats.error(why);
+                    if step.chain_ice {
+                        // The refresher waits for this fetch; let it schedule a retry.
+                        self.ice.on_failed(Instant::now());
+                    }
+                }
+                None
+            }
+            Action::InvalidateCredentials => {
+                info!("KVS: credentials refused; fetching fresh ones for the retry");
+                self.control.invalidate_credentials().await;
                 None
             }
             Action::SendPing => self.send(Message::Ping(bytes::Bytes::new())).await,
@@ -304,10 +370,15 @@ impl Driver {
         }
     }
 
-    fn spawn_ice_fetch(&self, from_chain: bool, https: String, arn: String) {
+    fn spawn_ice_fetch(
+        &self,
+        from_chain: bool,
+        https: String,
+        arn: String,
+    ) -> tokio::task::AbortHandle {
         debug!(from_chain, "KVS: GetIceServerConfig");
         let (c, tx) = (self.control.clone(), self.tx.clone());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let result = c.ice_config(&https, &arn).await;
             let _ = tx
                 .send(Internal::IceConfig {
@@ -317,6 +388,7 @@ impl Driver {
                 })
                 .await;
         });
+        task.abort_handle()
     }
 
     /// Background refresh of TURN credentials, independent of the connection state.
@@ -327,7 +399,7 @@ impl Driver {
         match (self.machine.channel_arn(), self.machine.endpoints()) {
             (Some(arn), Some(ep)) => {
                 let (https, arn) = (ep.https.clone(), arn.to_owned());
-                self.spawn_ice_fetch(false, https, arn);
+                let _ = self.spawn_ice_fetch(false, https, arn);
             }
             // Not discovered yet; the connection chain will fetch.
             _ => self.ice.on_failed(now),
@@ -336,7 +408,9 @@ impl Driver {
 
     fn api_failure(&self, err: &ControlError, local: SystemTime) -> Failure {
         let f = err.failure(local);
-        if let Some(skew) = err.clock_skew(local) {
+        // A service error body may quote the signed request.
+        let err = redact_text(&err.to_string());
+        if let Some(skew) = err_skew(f) {
             warn!(
                 skew_s = skew,
                 "KVS: clock skew of {skew} s against the service; correcting signing time ({err})"
@@ -344,7 +418,7 @@ impl Driver {
         } else {
             warn!("KVS: {err}");
         }
-        self.stats.error(err.to_string());
+        self.stats.error(err);
         f
     }
 
@@ -410,11 +484,8 @@ impl Driver {
                         );
                     }
                     Err((why, f)) => {
+                        let why = redact_text(&why);
                         warn!("KVS: WebSocket connect failed: {why}");
-                        if f == Failure::Denied {
-                            // Maybe revoked or rotated: fetch fresh ones for the next attempt.
-                            self.control.invalidate_credentials().await;
-                        }
                         self.stats.error(why);
                         self.event(Event::ConnectFailed(f)).await;
                     }
@@ -818,6 +889,17 @@ impl Driver {
     }
 }
 
+/// Seconds the local clock is behind (+) or ahead (−) of the service, for a clock failure.
+fn err_skew(f: Failure) -> Option<i64> {
+    match f {
+        Failure::ClockSkew {
+            server_date,
+            local_date,
+        } => Some(super::machine::offset_ms(server_date, local_date) / 1000),
+        _ => None,
+    }
+}
+
 /// True if the offer's SDP (session or any media level) has `a=ice-options:` with `trickle`.
 pub fn offers_trickle(sdp: &str) -> bool {
     sdp.lines().any(|l| {
@@ -850,7 +932,9 @@ pub(crate) async fn connect(
     channel_arn: &str,
     clock_offset_ms: i64,
     timeout: Duration,
+    insecure_ok: bool,
 ) -> Result<Ws, (String, Failure)> {
+    presign::check_scheme(endpoint, insecure_ok).map_err(|e| (e.to_string(), Failure::Other))?;
     let creds = control
         .credentials()
         .await

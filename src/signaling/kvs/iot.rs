@@ -46,6 +46,10 @@ pub enum IotError {
     },
     #[error("cannot build the IoT HTTPS client: {0}")]
     Client(String),
+    #[error(
+        "kvs.iot.endpoint: refusing plain http:// for the credentials endpoint ({0}); use https:// (plain http only when kvs.endpoint_url is an http:// URL)"
+    )]
+    Plaintext(String),
 }
 
 /// Refresh this long before the credentials expire.
@@ -79,7 +83,16 @@ struct Wire {
 }
 
 impl IotCredentialsProvider {
-    pub fn new(opts: &IotOptions) -> Result<Self, IotError> {
+    /// `insecure_ok` allows an `http://` endpoint (see [`super::KvsOptions::allows_plaintext`]).
+    pub fn new(opts: &IotOptions, insecure_ok: bool) -> Result<Self, IotError> {
+        if opts.endpoint.len() >= 7
+            && opts.endpoint[..7].eq_ignore_ascii_case("http://")
+            && !insecure_ok
+        {
+            return Err(IotError::Plaintext(crate::redact::redact_url(
+                &opts.endpoint,
+            )));
+        }
         let read = |what: &'static str, path: &PathBuf| {
             std::fs::read(path).map_err(|source| IotError::ReadFile {
                 what,
@@ -127,6 +140,11 @@ impl IotCredentialsProvider {
                 cache: Mutex::new(None),
             }),
         })
+    }
+
+    /// Forgets the cached credentials: the next request fetches new ones.
+    pub async fn invalidate(&self) {
+        *self.inner.cache.lock().await = None;
     }
 
     async fn credentials(&self) -> provider::Result {
@@ -243,16 +261,37 @@ mod tests {
 
     #[test]
     fn missing_files_are_reported_by_name() {
-        let err = IotCredentialsProvider::new(&IotOptions {
-            endpoint: "127.0.0.1:1".into(),
+        let err = IotCredentialsProvider::new(
+            &IotOptions {
+                endpoint: "127.0.0.1:1".into(),
+                cert: "/nonexistent/cert.pem".into(),
+                key: "/nonexistent/key.pem".into(),
+                ca: None,
+                role_alias: "alias".into(),
+                thing_name: "thing".into(),
+            },
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_allowed() {
+        let opts = IotOptions {
+            endpoint: "http://127.0.0.1:1".into(),
             cert: "/nonexistent/cert.pem".into(),
             key: "/nonexistent/key.pem".into(),
             ca: None,
             role_alias: "alias".into(),
             thing_name: "thing".into(),
-        })
-        .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+        };
+        let err = IotCredentialsProvider::new(&opts, false).unwrap_err();
+        assert!(matches!(err, IotError::Plaintext(_)), "{err}");
+        assert!(err.to_string().contains("kvs.iot.endpoint"), "{err}");
+        // Allowed: the check passes and the next problem (the missing files) is reported.
+        let err = IotCredentialsProvider::new(&opts, true).unwrap_err();
+        assert!(matches!(err, IotError::ReadFile { .. }), "{err}");
     }
 
     /// A loopback AWS IoT credentials endpoint that insists on a client certificate.
@@ -355,15 +394,18 @@ mod tests {
             let pki = pki();
             let dir = std::env::temp_dir().join(format!("camgate-iot-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
-            let (port, server) = serve(&pki, 1).await;
-            let provider = IotCredentialsProvider::new(&IotOptions {
-                endpoint: format!("https://127.0.0.1:{port}"),
-                cert: write(&dir, "cert.pem", &pki.client.0),
-                key: write(&dir, "key.pem", &pki.client.1),
-                ca: Some(write(&dir, "ca.pem", &pki.ca_pem)),
-                role_alias: "camgate-role".into(),
-                thing_name: "thing-1".into(),
-            })
+            let (port, server) = serve(&pki, 2).await;
+            let provider = IotCredentialsProvider::new(
+                &IotOptions {
+                    endpoint: format!("https://127.0.0.1:{port}"),
+                    cert: write(&dir, "cert.pem", &pki.client.0),
+                    key: write(&dir, "key.pem", &pki.client.1),
+                    ca: Some(write(&dir, "ca.pem", &pki.ca_pem)),
+                    role_alias: "camgate-role".into(),
+                    thing_name: "thing-1".into(),
+                },
+                false,
+            )
             .unwrap();
             let c = provider.provide_credentials().await.unwrap();
             assert_eq!(c.access_key_id(), "ASIA1");
@@ -371,7 +413,11 @@ mod tests {
             // Far from expiry: served from the cache, no second request.
             let again = provider.provide_credentials().await.unwrap();
             assert_eq!(again.access_key_id(), "ASIA1");
+            // After the service refused them: fetched again despite the far expiry.
+            provider.invalidate().await;
+            provider.provide_credentials().await.unwrap();
             let seen = server.await.unwrap();
+            assert_eq!(seen.len(), 2, "invalidate did not cause a new request");
             let head = seen[0].to_ascii_lowercase();
             assert!(
                 head.starts_with("get /role-aliases/camgate-role/credentials "),

@@ -11,7 +11,14 @@
 //!   3 connects per rolling second (the service's per-channel quota).
 //! * GO_AWAY: close and re-discover at once. RECONNECT_ICE_SERVER: close, refetch ICE, reconnect.
 //! * A planned reconnect shortly before the service's 1-hour connection limit.
-//! * A Ping whenever nothing was sent for `ping_idle`, far inside the 10-minute idle cut-off.
+//! * A Ping whenever nothing was sent for `ping_idle`, far inside the 10-minute idle cut-off;
+//!   a Ping followed by `pong_timeout` of silence (no Pong, no frame at all) is a dead socket.
+//! * Every step has a deadline (`step_timeout`): Describe, GetEndpoint and GetIceConfig
+//!   (credential fetch included) and the WebSocket connect. A step past it is cancelled
+//!   ([`Action::CancelCall`]) and handled like any failure of that step with
+//!   [`Failure::Timeout`], so a hung provider or call never parks the master.
+//! * 401/403 other than a clock error: every cached credential is dropped
+//!   ([`Action::InvalidateCredentials`]) before the retry.
 //! * 403 "Signature expired / not yet current": take the clock offset from the response `Date`
 //!   and retry at once with corrected signing time.
 //! * 404 after Describe: the channel may have been re-created under a new ARN → Describe again.
@@ -26,10 +33,12 @@ pub struct MachineConfig {
     pub ping_idle: Duration,
     /// Planned reconnect after this much connected time (the service cuts at 1 h).
     pub max_connection_age: Duration,
-    /// After a Ping, give up on the socket if nothing at all arrives within this time — enforced
-    /// only once the service has answered a Ping on this connection, because whether it answers
-    /// pings is not documented and a silent service must not cause reconnect loops.
+    /// After a Ping, give up on the socket if nothing at all (Pong or any other frame) arrives
+    /// within this time. A WebSocket server must answer a Ping (RFC 6455 §5.5.2).
     pub pong_timeout: Duration,
+    /// Deadline of each step of the connection chain: an API call including the credential
+    /// fetch it needs, or the WebSocket connect including presigning.
+    pub step_timeout: Duration,
     /// How long Describe/GetEndpoint results are reused.
     pub endpoint_cache_ttl: Duration,
     pub backoff: BackoffConfig,
@@ -41,6 +50,7 @@ impl Default for MachineConfig {
             ping_idle: Duration::from_secs(25),
             max_connection_age: Duration::from_secs(55 * 60),
             pong_timeout: Duration::from_secs(20),
+            step_timeout: Duration::from_secs(20),
             endpoint_cache_ttl: Duration::from_secs(10 * 3600),
             backoff: BackoffConfig::default(),
         }
@@ -209,6 +219,12 @@ pub enum Action {
     CloseSocket {
         cause: Cause,
     },
+    /// The call or connect of the current step ran past its deadline: abandon it (its result,
+    /// if one still comes, is no longer wanted).
+    CancelCall,
+    /// The service refused our credentials: forget every cached credential so that the next
+    /// call fetches fresh ones from the provider.
+    InvalidateCredentials,
 }
 
 /// Minimum change in the measured clock offset that justifies an immediate re-sign. A retry with
@@ -232,8 +248,9 @@ pub struct Machine {
     next_cause: Cause,
     connected_at: Option<Instant>,
     last_sent: Instant,
-    pong_seen: bool,
     ping_outstanding: Option<Instant>,
+    /// When the current Describe/GetEndpoint/GetIceConfig/Connecting step started.
+    step_started: Instant,
 }
 
 impl std::fmt::Debug for Machine {
@@ -264,8 +281,8 @@ impl Machine {
             next_cause: Cause::Initial,
             connected_at: None,
             last_sent: now,
-            pong_seen: false,
             ping_outstanding: None,
+            step_started: now,
         }
     }
 
@@ -293,7 +310,8 @@ impl Machine {
         }
     }
 
-    /// When the driver must deliver [`Event::Timer`] next.
+    /// When the driver must deliver [`Event::Timer`] next. Every state but Idle and Stopped
+    /// has one.
     pub fn deadline(&self) -> Option<Instant> {
         match self.state {
             State::Backoff => self.wake,
@@ -302,13 +320,25 @@ impl Machine {
                 if let Some(at) = self.connected_at {
                     d = d.min(at + self.cfg.max_connection_age);
                 }
-                if self.pong_seen
-                    && let Some(p) = self.ping_outstanding
-                {
+                if let Some(p) = self.ping_outstanding {
                     d = d.min(p + self.cfg.pong_timeout);
                 }
                 Some(d)
             }
+            State::Describe | State::GetEndpoint | State::GetIceConfig | State::Connecting => {
+                Some(self.step_started + self.cfg.step_timeout)
+            }
+            State::Idle | State::Stopped => None,
+        }
+    }
+
+    /// The step the machine is waiting on, if any.
+    fn current_step(&self) -> Option<Step> {
+        match self.state {
+            State::Describe => Some(Step::Describe),
+            State::GetEndpoint => Some(Step::GetEndpoint),
+            State::GetIceConfig => Some(Step::GetIceConfig),
+            State::Connecting => Some(Step::Connect),
             _ => None,
         }
     }
@@ -354,6 +384,19 @@ impl Machine {
                 self.wake = None;
                 self.run(now, self.pending, out);
             }
+            (
+                State::Describe | State::GetEndpoint | State::GetIceConfig | State::Connecting,
+                Event::Timer,
+            ) if now >= self.step_started + self.cfg.step_timeout => {
+                out.push(Action::CancelCall);
+                match self.current_step() {
+                    // As for any other GetIceConfig failure: connect without TURN, the
+                    // background refresher keeps trying.
+                    Some(Step::GetIceConfig) => self.run(now, Step::Connect, out),
+                    Some(step) => self.on_failure(now, step, Failure::Timeout, out),
+                    None => {}
+                }
+            }
             (State::Describe, Event::Described(r)) => match r {
                 Ok(arn) => {
                     self.channel_arn = Some(arn);
@@ -376,6 +419,10 @@ impl Machine {
                 Err(f @ Failure::ClockSkew { .. }) if self.skew_changed(f) => {
                     self.on_failure(now, Step::GetIceConfig, f, out)
                 }
+                Err(Failure::Denied) => {
+                    out.push(Action::InvalidateCredentials);
+                    self.run(now, Step::Connect, out)
+                }
                 // Connect anyway: STUN and host candidates still work, and the background
                 // refresher keeps trying for TURN. Staying offline for want of relays is worse.
                 Err(_) => self.run(now, Step::Connect, out),
@@ -384,7 +431,6 @@ impl Machine {
                 self.state = State::Connected;
                 self.connected_at = Some(now);
                 self.last_sent = now;
-                self.pong_seen = false;
                 self.ping_outstanding = None;
                 self.backoff.on_healthy(now);
             }
@@ -408,7 +454,6 @@ impl Machine {
                 self.ping_outstanding = None;
             }
             Event::PongReceived => {
-                self.pong_seen = true;
                 self.ping_outstanding = None;
             }
             Event::GoAway => {
@@ -438,10 +483,9 @@ impl Machine {
                     self.run(now, Step::Connect, out);
                     return;
                 }
-                if self.pong_seen
-                    && self
-                        .ping_outstanding
-                        .is_some_and(|p| now >= p + self.cfg.pong_timeout)
+                if self
+                    .ping_outstanding
+                    .is_some_and(|p| now >= p + self.cfg.pong_timeout)
                 {
                     self.disconnect(now, Cause::PongTimeout, out);
                     self.retry_later(now, Step::Connect, out);
@@ -496,6 +540,7 @@ impl Machine {
             _ => step,
         };
         let arn = self.channel_arn.clone().unwrap_or_default();
+        self.step_started = now;
         match step {
             Step::Describe => {
                 self.state = State::Describe;
@@ -578,6 +623,12 @@ impl Machine {
                 } else {
                     self.retry_later(now, step, out);
                 }
+            }
+            Failure::Denied => {
+                // Revoked, rotated or expired credentials: a retry with the cached ones would
+                // be refused the same way.
+                out.push(Action::InvalidateCredentials);
+                self.retry_later(now, step, out);
             }
             Failure::NotFound => {
                 // The channel may have been deleted and re-created under a new ARN.
@@ -713,9 +764,11 @@ mod tests {
                 max_gap = max_gap.max(r.now - last_write);
                 last_write = r.now;
                 r.ev(Event::FrameSent);
+                r.ev(Event::PongReceived);
             }
         }
         assert_eq!(max_gap, secs(25));
+        assert_eq!(r.m.state(), State::Connected);
         // Outgoing messages postpone the ping.
         let mut r = Rig::new(0.5);
         r.connect();
@@ -734,6 +787,11 @@ mod tests {
         let mut closed = None;
         for _ in 0..100 {
             let a = r.fire();
+            if a.contains(&Action::SendPing) {
+                // The service answers every ping.
+                r.ev(Event::FrameSent);
+                r.ev(Event::PongReceived);
+            }
             if a.contains(&Action::CloseSocket {
                 cause: Cause::MaxAge,
             }) {
@@ -771,7 +829,10 @@ mod tests {
         // Repeated handshake failures grow the delay up to the 10 s cap.
         let mut delays = Vec::new();
         for _ in 0..9 {
-            assert!(r.ev(Event::ConnectFailed(Failure::Denied)).is_empty());
+            assert_eq!(
+                r.ev(Event::ConnectFailed(Failure::Denied)),
+                vec![Action::InvalidateCredentials]
+            );
             delays.push(r.m.deadline().unwrap() - r.now);
             let a = r.fire();
             // The cause stays the original one until a connection succeeds.
@@ -990,12 +1051,7 @@ mod tests {
     fn api_failures_back_off_and_retry_same_step() {
         let mut r = Rig::new(0.999);
         r.ev(Event::Start);
-        for f in [
-            Failure::Throttled,
-            Failure::Timeout,
-            Failure::Server,
-            Failure::Denied,
-        ] {
+        for f in [Failure::Throttled, Failure::Timeout, Failure::Server] {
             assert!(r.ev(Event::Described(Err(f))).is_empty());
             assert_eq!(r.fire(), vec![Action::CallDescribe]);
         }
@@ -1038,27 +1094,195 @@ mod tests {
     }
 
     #[test]
-    fn pong_timeout_only_after_service_has_ponged() {
+    fn ping_without_pong_within_the_deadline_is_a_dead_socket() {
         let mut r = Rig::new(0.999);
         r.connect();
-        // A service that never pongs: pings go on forever, no disconnect.
-        for _ in 0..10 {
-            let a = r.fire();
-            assert!(!a.iter().any(|a| matches!(a, Action::CloseSocket { .. })));
-        }
+        // First ping after 25 idle seconds; the service answers.
+        assert_eq!(r.fire(), vec![Action::SendPing]);
+        r.ev(Event::FrameSent);
+        assert_eq!(r.m.deadline(), Some(r.now + secs(20)));
+        r.advance(secs(3));
         r.ev(Event::PongReceived);
-        // Next ping is not answered: the socket is declared dead 20 s later.
-        let mut closed = false;
-        for _ in 0..5 {
+        // Any frame answers too: a ping whose reply is an offer is not a dead socket.
+        assert_eq!(r.fire(), vec![Action::SendPing]);
+        r.ev(Event::FrameSent);
+        r.advance(secs(19));
+        r.ev(Event::FrameReceived);
+        assert!(r.ev(Event::Timer).is_empty());
+        // This ping gets nothing back: the socket is declared dead exactly 20 s after it,
+        // without waiting for the next ping or the 10-minute idle cut.
+        let a = r.fire();
+        assert_eq!(a, vec![Action::SendPing]);
+        let pinged = r.now;
+        r.ev(Event::FrameSent);
+        r.advance(secs(19));
+        assert!(r.ev(Event::Timer).is_empty());
+        let a = r.fire();
+        assert_eq!(r.now, pinged + secs(20));
+        assert_eq!(
+            a,
+            vec![Action::CloseSocket {
+                cause: Cause::PongTimeout
+            }]
+        );
+        assert_eq!(r.m.state(), State::Backoff);
+        // ... and reconnects like after any socket loss.
+        assert!(
+            matches!(
+                &r.fire()[..],
+                [Action::Connect {
+                    cause: Cause::PongTimeout,
+                    ..
+                }]
+            ),
+            "{:?}",
+            r.m
+        );
+    }
+
+    /// Drives to `state` and returns the action that started it.
+    fn start_step(r: &mut Rig, state: State) {
+        assert_eq!(r.ev(Event::Start), vec![Action::CallDescribe]);
+        if state == State::Describe {
+            return;
+        }
+        r.ev(Event::Described(Ok(ARN.into())));
+        if state == State::GetEndpoint {
+            return;
+        }
+        r.ev(Event::GotEndpoints(Ok(eps())));
+        if state == State::GetIceConfig {
+            return;
+        }
+        r.ev(Event::GotIceConfig(Ok(())));
+        assert_eq!(r.m.state(), State::Connecting);
+    }
+
+    #[test]
+    fn every_step_has_a_deadline_and_a_timeout_backs_off_and_retries() {
+        for (state, retry) in [
+            (State::Describe, Action::CallDescribe),
+            (
+                State::GetEndpoint,
+                Action::CallGetEndpoint {
+                    channel_arn: ARN.into(),
+                },
+            ),
+            // A connect that hangs may be a dead WSS host: endpoints are fetched again.
+            (
+                State::Connecting,
+                Action::CallGetEndpoint {
+                    channel_arn: ARN.into(),
+                },
+            ),
+        ] {
+            let mut r = Rig::new(0.999);
+            start_step(&mut r, state);
+            assert_eq!(r.m.state(), state);
+            let started = r.now;
+            assert_eq!(r.m.deadline(), Some(started + secs(20)), "{state:?}");
+            // Nothing happens before the deadline.
+            r.advance(secs(19));
+            assert!(r.ev(Event::Timer).is_empty(), "{state:?}");
             let a = r.fire();
-            if a.contains(&Action::CloseSocket {
-                cause: Cause::PongTimeout,
-            }) {
-                closed = true;
-                break;
+            assert_eq!(r.now, started + secs(20));
+            assert_eq!(a, vec![Action::CancelCall], "{state:?}");
+            assert_eq!(r.m.state(), State::Backoff, "{state:?}");
+            let wake = r.m.deadline().unwrap();
+            assert!(wake > r.now && wake <= r.now + Duration::from_millis(100));
+            assert_eq!(r.fire(), vec![retry], "{state:?}");
+            // A result of the abandoned call that still arrives is ignored when it no longer
+            // fits (a stale connect result in GetEndpoint, say).
+            if state == State::Connecting {
+                assert!(r.ev(Event::SocketOpened).is_empty());
+                assert_eq!(r.m.state(), State::GetEndpoint);
             }
         }
-        assert!(closed);
+    }
+
+    #[test]
+    fn a_hung_ice_config_call_times_out_into_a_connect() {
+        let mut r = Rig::new(0.999);
+        start_step(&mut r, State::GetIceConfig);
+        let a = r.fire();
+        assert!(
+            matches!(
+                &a[..],
+                [
+                    Action::CancelCall,
+                    Action::Connect {
+                        cause: Cause::Initial,
+                        ..
+                    }
+                ]
+            ),
+            "{a:?}"
+        );
+        assert_eq!(r.m.state(), State::Connecting);
+    }
+
+    #[test]
+    fn repeated_timeouts_back_off_like_any_failure() {
+        let mut r = Rig::new(0.999);
+        r.ev(Event::Start);
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            assert_eq!(r.fire(), vec![Action::CancelCall]);
+            let at = r.now;
+            assert_eq!(r.fire(), vec![Action::CallDescribe]);
+            waits.push(r.now - at);
+        }
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
+        assert!(*waits.last().unwrap() > secs(9), "{waits:?}");
+        // A success ends it.
+        r.ev(Event::Described(Ok(ARN.into())));
+        assert_eq!(r.m.state(), State::GetEndpoint);
+    }
+
+    #[test]
+    fn step_timeout_is_configurable() {
+        let now = Instant::now();
+        let cfg = MachineConfig {
+            step_timeout: secs(3),
+            ..MachineConfig::default()
+        };
+        let mut m = Machine::new(cfg, fixed_jitter(0.5), now);
+        m.handle(now, Event::Start);
+        assert_eq!(m.deadline(), Some(now + secs(3)));
+    }
+
+    #[test]
+    fn denied_invalidates_credentials_before_every_retry() {
+        let mut r = Rig::new(0.999);
+        r.ev(Event::Start);
+        assert_eq!(
+            r.ev(Event::Described(Err(Failure::Denied))),
+            vec![Action::InvalidateCredentials]
+        );
+        assert_eq!(r.fire(), vec![Action::CallDescribe]);
+        r.ev(Event::Described(Ok(ARN.into())));
+        assert_eq!(
+            r.ev(Event::GotEndpoints(Err(Failure::Denied))),
+            vec![Action::InvalidateCredentials]
+        );
+        r.fire();
+        r.ev(Event::GotEndpoints(Ok(eps())));
+        // GetIceConfig refused: fresh credentials, and connect anyway.
+        let a = r.ev(Event::GotIceConfig(Err(Failure::Denied)));
+        assert!(
+            matches!(
+                &a[..],
+                [Action::InvalidateCredentials, Action::Connect { .. }]
+            ),
+            "{a:?}"
+        );
+        // A clock error is not a credential problem: nothing is invalidated.
+        let local = SystemTime::UNIX_EPOCH + secs(1_700_000_000);
+        let a = r.ev(Event::ConnectFailed(Failure::ClockSkew {
+            server_date: local + secs(600),
+            local_date: local,
+        }));
+        assert!(!a.contains(&Action::InvalidateCredentials), "{a:?}");
     }
 
     #[test]

@@ -93,6 +93,23 @@ pub struct KvsOptions {
     pub api_timeout: Duration,
     /// TCP/TLS/WebSocket handshake.
     pub connect_timeout: Duration,
+    /// Deadline of each connection step (an API call with its credential fetch, or the
+    /// WebSocket connect); past it the step is abandoned and retried with backoff.
+    pub step_timeout: Duration,
+    /// A Ping unanswered (no Pong, no frame) for this long means the socket is dead.
+    pub pong_timeout: Duration,
+}
+
+impl KvsOptions {
+    /// Plain `ws://`/`http://` endpoints (the WebSocket, the channel's HTTPS endpoint, the IoT
+    /// credentials endpoint) are allowed only when the operator pointed `endpoint_url` at a
+    /// plain `http://` control plane, i.e. an emulator. Otherwise credentials and presigned
+    /// URLs travel over TLS only.
+    pub fn allows_plaintext(&self) -> bool {
+        self.endpoint_url
+            .as_deref()
+            .is_some_and(|u| u.len() >= 7 && u[..7].eq_ignore_ascii_case("http://"))
+    }
 }
 
 impl Default for KvsOptions {
@@ -112,6 +129,8 @@ impl Default for KvsOptions {
             gather_timeout: Duration::from_secs(10),
             api_timeout: Duration::from_secs(7),
             connect_timeout: Duration::from_secs(5),
+            step_timeout: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(20),
         }
     }
 }

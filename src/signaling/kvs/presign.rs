@@ -27,6 +27,32 @@ pub enum PresignError {
     BadEndpoint { endpoint: String, reason: String },
     #[error("SigV4 signing failed: {0}")]
     Sign(String),
+    #[error(
+        "refusing plain {scheme}:// for a credentialed endpoint ({endpoint}); only wss:// unless kvs.endpoint_url is an http:// URL (an emulator)"
+    )]
+    Plaintext { scheme: String, endpoint: String },
+}
+
+/// Credentials and presigned URLs travel only over TLS: `wss://` (and `https://`), or plain
+/// `ws://`/`http://` when `insecure_ok` says the operator asked for it (`kvs.endpoint_url`
+/// given as an `http://` URL, i.e. an emulator on loopback). Anything else is refused too.
+pub fn check_scheme(endpoint: &str, insecure_ok: bool) -> Result<(), PresignError> {
+    let scheme = endpoint
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    match scheme.as_str() {
+        "wss" | "https" => Ok(()),
+        "ws" | "http" if insecure_ok => Ok(()),
+        "ws" | "http" => Err(PresignError::Plaintext {
+            scheme,
+            endpoint: crate::redact::redact_url(endpoint),
+        }),
+        _ => Err(PresignError::BadEndpoint {
+            endpoint: crate::redact::redact_url(endpoint),
+            reason: "expected a wss:// URL".into(),
+        }),
+    }
 }
 
 /// What to presign.
@@ -228,5 +254,54 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn plain_ws_and_http_only_when_endpoint_url_says_so() {
+        use crate::signaling::kvs::KvsOptions;
+        let aws = KvsOptions::default();
+        assert!(!aws.allows_plaintext());
+        let https_override = KvsOptions {
+            endpoint_url: Some("https://kinesisvideo-fips.us-east-1.amazonaws.com".into()),
+            ..KvsOptions::default()
+        };
+        assert!(!https_override.allows_plaintext());
+        let emulator = KvsOptions {
+            endpoint_url: Some("HTTP://127.0.0.1:4566".into()),
+            ..KvsOptions::default()
+        };
+        assert!(emulator.allows_plaintext());
+
+        for insecure_ok in [false, true] {
+            assert!(
+                check_scheme(
+                    "wss://m-1.kinesisvideo.eu-west-1.amazonaws.com",
+                    insecure_ok
+                )
+                .is_ok()
+            );
+            assert!(
+                check_scheme(
+                    "https://r-1.kinesisvideo.eu-west-1.amazonaws.com",
+                    insecure_ok
+                )
+                .is_ok()
+            );
+        }
+        for plain in [
+            "ws://127.0.0.1:9/",
+            "http://127.0.0.1:9",
+            "WS://host/?X-Amz-Signature=s3cr3t",
+        ] {
+            let e = check_scheme(plain, false).unwrap_err();
+            assert!(matches!(e, PresignError::Plaintext { .. }), "{plain}: {e}");
+            assert!(e.to_string().contains("kvs.endpoint_url"), "{e}");
+            assert!(!e.to_string().contains("s3cr3t"), "{e}");
+            assert!(check_scheme(plain, true).is_ok(), "{plain}");
+        }
+        assert!(matches!(
+            check_scheme("ftp://host/", true),
+            Err(PresignError::BadEndpoint { .. })
+        ));
     }
 }

@@ -29,6 +29,9 @@ struct Inner {
     reconnects: [u64; Cause::ALL.len()],
     last_connect: Option<SystemTime>,
     connected_at: Option<Instant>,
+    /// Since when the master has not been connected (since the stats were made, before the
+    /// first connect); None while connected.
+    offline_since: Option<Instant>,
     ice_fetched_at: Option<Instant>,
     ice_refreshes: u64,
     turn_servers: usize,
@@ -50,6 +53,7 @@ impl Default for Inner {
             reconnects: [0; Cause::ALL.len()],
             last_connect: None,
             connected_at: None,
+            offline_since: Some(Instant::now()),
             ice_fetched_at: None,
             ice_refreshes: 0,
             turn_servers: 0,
@@ -77,6 +81,9 @@ pub struct StatsSnapshot {
     pub last_connect: Option<SystemTime>,
     /// How long the current connection has been up.
     pub connected_for: Option<Duration>,
+    /// How long the master has not been connected (since start if it never was); None while
+    /// connected.
+    pub offline_for: Option<Duration>,
     /// Age of the ICE (TURN) configuration handed to new sessions.
     pub ice_config_age: Option<Duration>,
     pub ice_refreshes: u64,
@@ -106,6 +113,7 @@ impl StatsSnapshot {
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs_f64()),
             "connected_for_s": secs(self.connected_for),
+            "offline_s": secs(self.offline_for),
             "ice_config_age_s": secs(self.ice_config_age),
             "ice_refreshes": self.ice_refreshes,
             "turn_servers": self.turn_servers,
@@ -164,6 +172,7 @@ impl KvsStats {
                 .collect(),
             last_connect: s.last_connect,
             connected_for: s.connected_at.map(|t| now.saturating_duration_since(t)),
+            offline_for: s.offline_since.map(|t| now.saturating_duration_since(t)),
             ice_config_age: s.ice_fetched_at.map(|t| now.saturating_duration_since(t)),
             ice_refreshes: s.ice_refreshes,
             turn_servers: s.turn_servers,
@@ -179,10 +188,15 @@ impl KvsStats {
     }
 
     pub(crate) fn set_state(&self, state: State) {
+        self.set_state_at(state, Instant::now());
+    }
+
+    pub(crate) fn set_state_at(&self, state: State, now: Instant) {
         self.with(|s| {
             s.state = state;
             if state != State::Connected {
                 s.connected_at = None;
+                s.offline_since.get_or_insert(now);
             }
         });
     }
@@ -197,6 +211,7 @@ impl KvsStats {
             }
             s.last_connect = Some(SystemTime::now());
             s.connected_at = Some(now);
+            s.offline_since = None;
             s.state = State::Connected;
         });
     }
@@ -241,7 +256,8 @@ impl KvsStats {
     pub(crate) fn error(&self, what: String) {
         self.with(|s| {
             s.errors += 1;
-            s.last_error = Some(what);
+            // Service error bodies may quote a signed request; shown in /stats and /healthz.
+            s.last_error = Some(crate::redact::redact_text(&what));
         });
     }
 
