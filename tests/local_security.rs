@@ -405,11 +405,12 @@ fn slowloris(addr: &str, n: usize) -> Vec<TcpStream> {
 }
 
 /// Whether the daemon has closed `s` (read gives EOF, or the reset of a closed socket).
-fn closed_by_server(s: &mut TcpStream) -> bool {
+fn closed_by_server(s: &TcpStream) -> bool {
     use std::io::Read;
     s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
     let mut buf = [0u8; 512];
-    match s.read(&mut buf) {
+    let mut reader = s;
+    match reader.read(&mut buf) {
         Ok(0) => true,
         Ok(_) => true, // an error response before the close
         Err(e) => !matches!(
@@ -423,7 +424,7 @@ fn closed_by_server(s: &mut TcpStream) -> bool {
 async fn connections_that_never_finish_their_headers_are_cut() {
     let d = Daemon::start(
         &env_with(&[
-            ("CAMGATE__HTTP__HEADER_TIMEOUT_S", "2"),
+            ("CAMGATE__HTTP__HEADER_TIMEOUT_S", "6"),
             ("CAMGATE__HTTP__MAX_CONNECTIONS", "32"),
         ]),
         &[],
@@ -437,39 +438,45 @@ async fn connections_that_never_finish_their_headers_are_cut() {
     let fds_idle = fds(&d);
 
     let attacked = Instant::now();
-    let mut held = slowloris(&addr, 300);
-    // Past the cap, connections are told so and closed at once.
-    let mut refused = 0;
-    for s in held.iter_mut().skip(40) {
-        if closed_by_server(s) {
-            refused += 1;
-        }
-    }
-    assert!(
-        refused >= 250,
-        "only {refused} of the connections past the cap were refused"
+    let held = slowloris(&addr, 300);
+    // Past the cap, each new connection takes the place of the slowest: the older ones are
+    // closed at once and the daemon's descriptors stay bounded.
+    let closed = wait::until_blocking(
+        "older slow connections closed",
+        Duration::from_secs(5),
+        || {
+            let n = held.iter().filter(|s| closed_by_server(s)).count();
+            (n >= 300 - 32).then_some(n)
+        },
     );
+    assert!(closed.is_ok(), "{closed:?}");
     let fds_attacked = fds(&d);
     assert!(
         fds_attacked < fds_idle + 40,
         "fds grew from {fds_idle} to {fds_attacked} under 300 slow connections"
     );
-    // Within the header deadline every slow connection is closed...
+    // A real viewer gets in at once, while slow connections are still held open (before the
+    // header deadline could have freed anything).
+    let first = watch(&d, &reqwest::Client::new(), None, 5).await;
+    let joined = attacked.elapsed();
+    let still_open = held.iter().filter(|s| !closed_by_server(s)).count();
+    assert!(
+        still_open > 0,
+        "every slow connection was already gone: the viewer's entry proves nothing"
+    );
+    // The rest are cut within the header deadline.
     let cut = wait::until_blocking(
         "every slow connection closed",
-        Duration::from_secs(10),
-        || held.iter_mut().all(closed_by_server).then_some(()),
+        Duration::from_secs(15),
+        || held.iter().all(closed_by_server).then_some(()),
     );
     assert!(cut.is_ok(), "{cut:?}");
-    // ...and a real viewer gets in and decodes.
-    let first = watch(&d, &reqwest::Client::new(), None, 5).await;
     eprintln!(
-        "slow headers: fds idle {fds_idle}, under attack {fds_attacked}; a viewer decoded {:?} after the attack began ({first:?} after its POST)",
-        attacked.elapsed()
+        "slow headers: fds idle {fds_idle}, under attack {fds_attacked}; a viewer decoded {joined:?} after the attack began ({first:?} after its POST) with {still_open} slow connections open"
     );
     let s = stats(&d, None).await;
     assert!(
-        s["http"]["connections_refused"].as_u64().unwrap() >= 250,
+        s["http"]["connections_evicted"].as_u64().unwrap() >= 268,
         "{s}"
     );
 }
@@ -599,7 +606,19 @@ async fn offers_that_never_connect_do_not_lock_viewers_out() {
         let n = fds(&d);
         (n <= fds_idle + 12).then_some(n)
     });
-    assert!(settled.is_ok(), "fds: idle {fds_idle}, now {}", fds(&d));
+    if settled.is_err() {
+        let kinds = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ls -l /proc/{}/fd | awk '{{print $NF}}' | sed 's/[0-9]*//g' | sort | uniq -c; ss -tanp | grep -c pid={}", d.pid(), d.pid()))
+            .output()
+            .unwrap();
+        panic!(
+            "fds: idle {fds_idle}, now {}\n{}\n{}",
+            fds(&d),
+            String::from_utf8_lossy(&kinds.stdout),
+            stats(&d, None).await
+        );
+    }
     eprintln!("cancelled offers: fds settled at {:?}", settled);
 }
 
@@ -942,4 +961,159 @@ async fn the_page_asks_for_a_token_and_a_link_logs_straight_in() {
         !final_url.contains(TOKEN),
         "the token stayed in the URL: {final_url}"
     );
+}
+
+/// The attacks of issue #10 against the binary in `CAMGATE_BIN` (default: this build), with
+/// the daemon's defaults: what each leaves behind (descriptors, sessions) and how long until a
+/// real viewer decodes. A measurement, not a check: `scripts/measure-attacks.sh` runs it for
+/// two builds side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "measurement; run by scripts/measure-attacks.sh"]
+async fn measure_attacks() {
+    let bin = std::env::var("CAMGATE_BIN").unwrap_or_else(|_| "this build".into());
+    println!("binary: {bin}");
+    let offer = TestViewer::new(102).await.offer(true).await;
+    let c = reqwest::Client::new();
+
+    /// Joins with a real viewer, retrying on refusals; (time until decoded, refusals seen).
+    async fn viewer_gets_in(
+        d: &Daemon,
+        c: &reqwest::Client,
+        limit: Duration,
+    ) -> (Option<Duration>, Vec<u16>) {
+        let started = Instant::now();
+        let mut refusals = Vec::new();
+        while started.elapsed() < limit {
+            let v = TestViewer::new(102).await;
+            let offer = v.offer(true).await;
+            let r = c
+                .post(d.endpoint("whep"))
+                .header("content-type", SDP)
+                .body(offer)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status() == 201 => {
+                    let answer = r.text().await.unwrap_or_default();
+                    v.accept_answer(&answer).await;
+                    let got = v.wait_frames(1, Duration::from_secs(10)).await;
+                    v.close().await;
+                    if got.frames >= 1 {
+                        return (Some(started.elapsed()), refusals);
+                    }
+                }
+                Ok(r) => refusals.push(r.status().as_u16()),
+                Err(_) => refusals.push(0),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (None, refusals)
+    }
+    fn summary(refusals: &[u16]) -> String {
+        let mut counts = std::collections::BTreeMap::new();
+        for r in refusals {
+            *counts.entry(*r).or_insert(0) += 1;
+        }
+        format!("{counts:?}")
+    }
+
+    // 1. 200 WHEP POSTs cancelled after 3 ms.
+    let d = Daemon::start(&test_env(), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+    let idle = fds(&d);
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(3))
+        .build()
+        .unwrap();
+    for _ in 0..200 {
+        let _ = quick
+            .post(d.endpoint("whep"))
+            .header("content-type", SDP)
+            .body(offer.clone())
+            .send()
+            .await;
+    }
+    let after = fds(&d);
+    let sessions = stats(&d, None).await["sessions"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let (t, refusals) = viewer_gets_in(&d, &c, Duration::from_secs(40)).await;
+    println!(
+        "cancelled POSTs x200: fds {idle} -> {after}; sessions held {sessions}; real viewer decoded after {t:?}; refusals {}",
+        summary(&refusals)
+    );
+    drop(d);
+
+    // 2. 300 connections that never finish their headers.
+    let d = Daemon::start(&test_env(), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+    let idle = fds(&d);
+    let addr = d
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let held = slowloris(&addr, 300);
+    let open_at = |d: &Daemon| fds(d);
+    tokio::time::sleep(Duration::from_millis(500)).await; // let the daemon accept them all
+    let after = open_at(&d);
+    let (t, refusals) = viewer_gets_in(&d, &c, Duration::from_secs(40)).await;
+    println!(
+        "slow headers x300: fds {idle} -> {after}; real viewer decoded after {t:?}; refusals {}",
+        summary(&refusals)
+    );
+    let t0 = Instant::now();
+    let gone = wait::until_blocking("slow connections closed", Duration::from_secs(40), || {
+        held.iter().all(closed_by_server).then_some(t0.elapsed())
+    });
+    println!(
+        "slow headers x300: all closed by the daemon after {gone:?}; fds now {}",
+        fds(&d)
+    );
+    drop(held);
+    drop(d);
+
+    // 3. 500 trickled candidates on one session.
+    let d = Daemon::start(&test_env(), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+    let (status, h, _) = call(
+        &c,
+        reqwest::Method::POST,
+        &d.endpoint("whep"),
+        None,
+        Some(SDP),
+        Some(offer.clone()),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let url = format!(
+        "{}{}",
+        d.url.trim_end_matches('/'),
+        h["location"].to_str().unwrap()
+    );
+    let mut accepted = 0;
+    for i in 0..500u16 {
+        let (status, _, _) = call(
+            &c,
+            reqwest::Method::PATCH,
+            &url,
+            None,
+            Some("application/trickle-ice-sdpfrag"),
+            Some(candidate_frag("10.77.0.1", 20000 + i)),
+        )
+        .await;
+        if status == 204 {
+            accepted += 1;
+        }
+    }
+    println!("trickle x500 distinct candidates: {accepted} accepted");
+    // 4. What anonymous /stats shows.
+    let s = stats(&d, None).await;
+    let ids = s["sessions"].as_array().map_or(0, |a| {
+        a.iter()
+            .filter(|x| x["id"].as_str().is_some_and(|i| !i.is_empty()))
+            .count()
+    });
+    println!("anonymous /stats: {ids} session ids shown");
 }

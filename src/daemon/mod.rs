@@ -558,6 +558,7 @@ async fn stats(
         "http": {
             "connections_open": c.open.load(std::sync::atomic::Ordering::Relaxed),
             "connections_refused": c.refused.load(std::sync::atomic::Ordering::Relaxed),
+            "connections_evicted": c.evicted.load(std::sync::atomic::Ordering::Relaxed),
             "tls_failed": c.tls_failed.load(std::sync::atomic::Ordering::Relaxed),
         },
         "sessions": sessions,

@@ -322,7 +322,28 @@ impl SessionManager {
     }
 
     /// Answers an offer: the core of both WHEP and KVS.
+    ///
+    /// The answer is made on a task of its own, so a caller that goes away (an HTTP client
+    /// that hangs up, a KVS handler past its deadline) never interrupts the peer connection
+    /// halfway through being built, which would leave its sockets behind. When the answer is
+    /// ready and nobody is waiting for it any more, its session is closed at once.
     pub async fn offer(&self, req: OfferRequest) -> Result<Answer, SessionError> {
+        let Some(me) = self.me.upgrade() else {
+            return Err(SessionError::ShuttingDown);
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let result = me.answer(req).await;
+            if let Err(Ok(orphan)) = tx.send(result) {
+                tracing::info!(session = %orphan.session_id, "the offer's sender went away before the answer; closing its session");
+                me.close(&orphan.session_id).await;
+            }
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(SessionError::Internal("the answering task failed".into())))
+    }
+
+    async fn answer(&self, req: OfferRequest) -> Result<Answer, SessionError> {
         let started = Instant::now();
         let sending = self.video_profile.get();
         let prepared = sdp::prepare_offer_for(&req.sdp, sending)?;

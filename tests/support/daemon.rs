@@ -33,7 +33,10 @@ impl Daemon {
     /// (no CAMGATE__ from the caller) and waits for the URL line. `args` may carry its own
     /// `--listen` (e.g. to restart on the same port); clap refuses the flag twice.
     pub fn start(env: &[(String, String)], args: &[&str]) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_camgate"));
+        // CAMGATE_BIN runs another build (a measurement of an older release, say).
+        let bin =
+            std::env::var("CAMGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_camgate").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("run");
         if !args.contains(&"--listen") {
             cmd.arg("--listen").arg("127.0.0.1:0");
