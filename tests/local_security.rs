@@ -764,13 +764,6 @@ fn test_pki(dir: &std::path::Path, leaf_name: &str) -> String {
     ca.pem()
 }
 
-fn fingerprint_lines(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| l.contains("HTTPS certificate"))
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn https_with_a_test_ca_and_a_certificate_swapped_on_sighup() {
     let dir = scratch("tls");
@@ -791,12 +784,23 @@ async fn https_with_a_test_ca_and_a_certificate_swapped_on_sighup() {
         "the printed URL is https: {}",
         d.url
     );
-    assert_eq!(
-        fingerprint_lines(&d.log()).len(),
-        1,
-        "the fingerprint is logged:\n{}",
+    // The fingerprint printed is the certificate's SHA-256, as a browser shows it.
+    let fp = {
+        use rustls_pki_types::pem::PemObject;
+        use sha2::Digest;
+        let der = rustls_pki_types::CertificateDer::from_pem_file(&cert).unwrap();
+        let hex: Vec<String> = sha2::Sha256::digest(der.as_ref())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        hex.join(":")
+    };
+    let printed = wait::until_blocking("the fingerprint printed", Duration::from_secs(10), || {
         d.log()
-    );
+            .contains(&format!("camgate: HTTPS certificate SHA-256 {fp}"))
+            .then_some(())
+    });
+    assert!(printed.is_ok(), "want {fp}:\n{}", d.log());
     let trusting = |ca: &str| {
         reqwest::Client::builder()
             .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])

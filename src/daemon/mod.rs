@@ -504,6 +504,12 @@ fn announce(
         SignalingMode::Local => println!("camgate: open {url} in a browser to watch"),
         SignalingMode::Kvs(_) => println!("camgate: health at {url}healthz"),
     }
+    if let Some(t) = tls {
+        println!(
+            "camgate: HTTPS certificate SHA-256 {} (check it against the browser's when it is self-signed)",
+            t.fingerprint()
+        );
+    }
 }
 
 fn describe_source(c: &CaptureOptions) -> String {
