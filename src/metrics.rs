@@ -90,6 +90,8 @@ pub struct Sources {
     pub sessions: Arc<SessionManager>,
     pub keyframes: KeyframeRequests,
     pub signaling: Signaling,
+    /// The HTTP server's connection and refusal counters.
+    pub http: Arc<crate::http::ConnectionStats>,
 }
 
 /// The registry behind `/metrics`.
@@ -179,6 +181,38 @@ impl Collector for DaemonCollector {
             "viewers",
             "Viewer sessions (answered, connecting or connected), by signaling mode.",
             &[([("signaling", mode)], s.sessions.count() as i64)],
+        )?;
+
+        let (connected, connecting) = s.sessions.occupancy();
+        gauge_family(
+            &mut enc,
+            "viewer_sessions",
+            "Viewer sessions connected (against webrtc.max_viewers) and still connecting (against webrtc.max_pending).",
+            &[
+                ([("state", "connected")], connected as i64),
+                ([("state", "connecting")], connecting as i64),
+            ],
+        )?;
+        gauge_family(
+            &mut enc,
+            "http_connections",
+            "HTTP connections open now (http.max_connections is the cap).",
+            &[(
+                [("signaling", mode)],
+                s.http.open.load(std::sync::atomic::Ordering::Relaxed) as i64,
+            )],
+        )?;
+        let refusals: Vec<_> = s
+            .http
+            .refusals()
+            .into_iter()
+            .map(|(reason, n)| ([("reason", reason)], n))
+            .collect();
+        counter_family(
+            &mut enc,
+            "http_refused",
+            "HTTP connections and requests refused, by reason: connection_cap (503 at the cap, every connection busy), evicted (an idle or slow connection closed to make room), tls_handshake, unauthorized (401), host_name (an anonymous request naming a DNS name), offer_rate (429).",
+            &refusals,
         )?;
 
         let video = lock(&s.capture).as_ref().map(|c| c.status());
@@ -415,6 +449,7 @@ mod tests {
             sessions,
             keyframes: keyframes.clone(),
             signaling: Signaling::Kvs(stats.clone()),
+            http: Default::default(),
         });
 
         let text = metrics.encode().unwrap();

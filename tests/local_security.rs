@@ -203,6 +203,22 @@ async fn tokens_guard_whep_stats_and_metrics() {
         .await;
         assert_eq!(status, want, "/{path} with {token:?}");
     }
+    // Every refusal is counted for the operator.
+    let (_, _, metrics) = call(
+        &c,
+        reqwest::Method::GET,
+        &d.endpoint("metrics"),
+        Some(METRICS_TOKEN),
+        None,
+        None,
+    )
+    .await;
+    let unauthorized: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"camgate_http_refused_total{reason="unauthorized"} "#))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no unauthorized count in /metrics:\n{metrics}"));
+    assert!(unauthorized >= 7, "{unauthorized} refusals counted");
     // /healthz answers everyone, with details only for a token holder.
     let (status, _, body) = call(
         &c,
@@ -1022,8 +1038,13 @@ async fn measure_attacks() {
         format!("{counts:?}")
     }
 
+    // The daemon's own defaults, the offer limit included.
+    let defaults: Vec<_> = test_env()
+        .into_iter()
+        .filter(|(k, _)| k != "CAMGATE__HTTP__OFFERS_PER_IP_PER_S")
+        .collect();
     // 1. 200 WHEP POSTs cancelled after 3 ms.
-    let d = Daemon::start(&test_env(), &[]);
+    let d = Daemon::start(&defaults, &[]);
     d.wait_healthy(Duration::from_secs(15)).await;
     let idle = fds(&d);
     let quick = reqwest::Client::builder()
@@ -1050,7 +1071,7 @@ async fn measure_attacks() {
     drop(d);
 
     // 2. 300 connections that never finish their headers.
-    let d = Daemon::start(&test_env(), &[]);
+    let d = Daemon::start(&defaults, &[]);
     d.wait_healthy(Duration::from_secs(15)).await;
     let idle = fds(&d);
     let addr = d
@@ -1079,7 +1100,7 @@ async fn measure_attacks() {
     drop(d);
 
     // 3. 500 trickled candidates on one session.
-    let d = Daemon::start(&test_env(), &[]);
+    let d = Daemon::start(&defaults, &[]);
     d.wait_healthy(Duration::from_secs(15)).await;
     let (status, h, _) = call(
         &c,

@@ -133,8 +133,8 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
     // Trace level really is on (for every target not capped in telemetry.rs).
     let trace_lines = log.lines().filter(|l| l.contains(" TRACE ")).count();
     assert!(
-        trace_lines > 100,
-        "a trace run logs a lot; got {trace_lines} TRACE lines in {} bytes",
+        trace_lines >= 10,
+        "a trace run logs TRACE lines; got {trace_lines} in {} bytes",
         log.len()
     );
     assert!(

@@ -21,6 +21,9 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 const FAMILIES: &[(&str, &str, &str)] = &[
     ("camgate_build", "info", ""),
     ("camgate_viewers", "gauge", ""),
+    ("camgate_viewer_sessions", "gauge", ""),
+    ("camgate_http_connections", "gauge", ""),
+    ("camgate_http_refused", "counter", ""),
     ("camgate_video_frames_captured", "counter", ""),
     ("camgate_video_frames_sent", "counter", ""),
     ("camgate_video_sent_bytes", "counter", "bytes"),

@@ -91,10 +91,10 @@ async fn two_quick_offers_from_one_viewer_leave_one_session() {
         );
         let s = mgr.summaries();
         assert_eq!(s[0].viewer.as_deref(), Some("viewer-1"));
-        let last = answered.last().unwrap();
-        assert_eq!(
-            mgr.session_of("viewer-1").as_deref(),
-            Some(last.session_id.as_str())
+        let kept = mgr.session_of("viewer-1").expect("the viewer's session");
+        assert!(
+            answered.iter().any(|a| a.session_id == kept),
+            "round {round}: the session kept ({kept}) is not one that was answered"
         );
     }
 }

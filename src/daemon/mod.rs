@@ -289,7 +289,10 @@ pub async fn run(
         rt.kvs = Some(master.stats().clone());
         kvs_task = Some(master);
     }
+    let connections = Arc::new(crate::http::ConnectionStats::default());
+    rt.connections = connections.clone();
     let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
+        http: connections.clone(),
         capture: capture.clone(),
         audio: daemon_audio.capture.clone(),
         sessions: sessions.clone(),
@@ -299,8 +302,6 @@ pub async fn run(
             None => crate::metrics::Signaling::Local,
         },
     });
-    let connections = Arc::new(crate::http::ConnectionStats::default());
-    rt.connections = connections.clone();
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .merge(
@@ -328,7 +329,10 @@ pub async fn run(
         }
     }
     let app = app.layer(axum::middleware::from_fn_with_state(
-        tokens.clone(),
+        crate::http::Gate {
+            tokens: tokens.clone(),
+            stats: connections.clone(),
+        },
         crate::http::identify,
     ));
 
@@ -565,7 +569,7 @@ async fn stats(
             "connections_open": c.open.load(std::sync::atomic::Ordering::Relaxed),
             "connections_refused": c.refused.load(std::sync::atomic::Ordering::Relaxed),
             "connections_evicted": c.evicted.load(std::sync::atomic::Ordering::Relaxed),
-            "tls_failed": c.tls_failed.load(std::sync::atomic::Ordering::Relaxed),
+            "refused": c.refusals().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         },
         "sessions": sessions,
         "kvs": rt.kvs.as_ref().map(|k| k.snapshot().to_json()),

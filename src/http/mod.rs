@@ -125,15 +125,24 @@ impl HttpOptions {
     }
 }
 
-/// Classifies every request (`Access` in its extensions) and refuses anonymous requests that
-/// name the host by a DNS name.
-pub async fn identify(State(tokens): State<Tokens>, mut req: Request, next: Next) -> Response {
+/// What [`identify`] needs: the tokens, and where refusals are counted.
+#[derive(Clone)]
+pub struct Gate {
+    pub tokens: Tokens,
+    pub stats: Arc<ConnectionStats>,
+}
+
+/// Classifies every request (`Access` in its extensions, with the refusal counters) and
+/// refuses anonymous requests that name the host by a DNS name.
+pub async fn identify(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let access = tokens.check(authorization);
+    let access = gate.tokens.check(authorization);
+    req.extensions_mut().insert(gate.stats.clone());
     if access == Access::Open && !anonymous_host_ok(req.headers()) {
+        count(&req, |s| &s.forbidden_host);
         return text(
             StatusCode::FORBIDDEN,
             "camgate answers anonymous requests only for an IP address, localhost or a .local \
@@ -144,13 +153,24 @@ pub async fn identify(State(tokens): State<Tokens>, mut req: Request, next: Next
     next.run(req).await
 }
 
+/// Adds one to a refusal counter, when the request carries them (it always does behind
+/// [`identify`]).
+pub fn count(req: &Request, which: impl Fn(&ConnectionStats) -> &std::sync::atomic::AtomicU64) {
+    if let Some(s) = req.extensions().get::<Arc<ConnectionStats>>() {
+        which(s).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Lets through callers with viewer rights. CORS preflights carry no credentials by design
 /// and pass, so the CORS layer can answer them.
 pub async fn require_viewer(req: Request, next: Next) -> Response {
     match req.extensions().get::<Access>() {
         Some(Access::Open | Access::Viewer) => next.run(req).await,
         _ if req.method() == Method::OPTIONS => next.run(req).await,
-        _ => unauthorized(req.headers()),
+        _ => {
+            count(&req, |s| &s.unauthorized);
+            unauthorized(req.headers())
+        }
     }
 }
 
@@ -158,7 +178,10 @@ pub async fn require_viewer(req: Request, next: Next) -> Response {
 pub async fn require_metrics(req: Request, next: Next) -> Response {
     match req.extensions().get::<Access>() {
         Some(Access::Open | Access::Viewer | Access::Metrics) => next.run(req).await,
-        _ => unauthorized(req.headers()),
+        _ => {
+            count(&req, |s| &s.unauthorized);
+            unauthorized(req.headers())
+        }
     }
 }
 

@@ -35,7 +35,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
-/// Counters for `/stats`.
+/// Counters for `/stats` and `/metrics`: what the server is refusing, which is what an attack
+/// (or a misconfigured client) looks like from here.
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
     pub open: AtomicU64,
@@ -45,6 +46,27 @@ pub struct ConnectionStats {
     pub evicted: AtomicU64,
     /// TLS handshakes that failed or did not finish in time.
     pub tls_failed: AtomicU64,
+    /// Requests answered 401 (no token or a wrong one).
+    pub unauthorized: AtomicU64,
+    /// Anonymous requests refused for naming the host by a DNS name.
+    pub forbidden_host: AtomicU64,
+    /// WHEP offers refused by the per-address limit (429).
+    pub rate_limited: AtomicU64,
+}
+
+impl ConnectionStats {
+    /// (reason, count) for every kind of refusal, in a fixed order.
+    pub fn refusals(&self) -> [(&'static str, u64); 6] {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("connection_cap", n(&self.refused)),
+            ("evicted", n(&self.evicted)),
+            ("tls_handshake", n(&self.tls_failed)),
+            ("unauthorized", n(&self.unauthorized)),
+            ("host_name", n(&self.forbidden_host)),
+            ("offer_rate", n(&self.rate_limited)),
+        ]
+    }
 }
 
 /// Serves `app` on `listener` until `stop` is cancelled; then open connections finish their

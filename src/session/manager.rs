@@ -106,7 +106,11 @@ pub struct Answer {
 /// A snapshot of one session, for logs, health and metrics.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SessionSummary {
+    /// What WHEP's PATCH and DELETE act on: shown only to token holders.
     pub id: String,
+    /// The KVS client id, or for WHEP a label derived from the session id (`whep-` and 8 hex
+    /// digits of its SHA-256) that names the viewer in talkback status and logs without
+    /// giving its id away.
     pub viewer: Option<String>,
     pub state: String,
     pub age_s: f64,
@@ -402,7 +406,8 @@ impl SessionManager {
 
         let mut reservation = self.reserve()?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let audio = self.plan_audio(&prepared.audio, req.viewer.as_deref().unwrap_or(&id));
+        let label = req.viewer.clone().unwrap_or_else(|| whep_label(&id));
+        let audio = self.plan_audio(&prepared.audio, &label);
         let audio_answer = audio
             .as_ref()
             .map(|a| (a.codec, a.payload_type, a.direction));
@@ -720,7 +725,7 @@ impl SessionManager {
                 let first = c.first_frame_ms.load(Ordering::Relaxed);
                 SessionSummary {
                     id: id.clone(),
-                    viewer: e.viewer.clone(),
+                    viewer: Some(e.viewer.clone().unwrap_or_else(|| whep_label(id))),
                     state: e.state.borrow().to_string(),
                     age_s: e.created.elapsed().as_secs_f64(),
                     frames_sent: c.frames_sent.load(Ordering::Relaxed),
@@ -770,6 +775,14 @@ impl Inner {
         }
         (connected, pending)
     }
+}
+
+/// The public name of a WHEP session: `whep-` and the first 8 hex digits of the SHA-256 of
+/// its id. Enough to tell viewers apart, nothing to act on them with.
+pub fn whep_label(id: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(id.as_bytes());
+    format!("whep-{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
 }
 
 /// set_remote → create_answer → set_local, then the answer text: at once when trickling,

@@ -22,6 +22,8 @@ pub fn test_env() -> Vec<(String, String)> {
         ("CAMGATE__LOG__FORMAT", "text"),
         // Tests that check talkback point it at a file; the others play nothing.
         ("CAMGATE__AUDIO__TALKBACK", "false"),
+        // Tests join many viewers from one address; tests/local_security.rs checks the limit.
+        ("CAMGATE__HTTP__OFFERS_PER_IP_PER_S", "0"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

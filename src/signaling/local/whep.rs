@@ -100,6 +100,7 @@ pub async fn post(State(whep): State<Whep>, req: Request) -> Response {
             .unwrap_or_else(|p| p.into_inner())
             .take(peer.ip(), received);
         if let Err(wait) = taken {
+            crate::http::count(&req, |s| &s.rate_limited);
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
