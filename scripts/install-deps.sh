@@ -28,6 +28,9 @@ pkgs=(
 if [ "$want_test" = 1 ]; then
   pkgs+=(gstreamer1.0-rtsp libgstrtspserver-1.0-dev chromium iproute2 procps coturn
     python3-pip prometheus python3-venv)
+  # openh264enc (in gstreamer1.0-plugins-bad) needs this library; named so that
+  # tests/media_capture.rs's openh264 test has what it needs spelled out.
+  pkgs+=(libopenh264-7)
   # The .deb: build (dpkg-dev, binutils' strip), lint, install (adduser for the postinst), check
   # (systemd-analyze from systemd, man from man-db). Cross-build: debootstrap and the archive
   # keyring for the sysroots, Debian's cross compilers (they bring their binutils).

@@ -9,6 +9,8 @@
 
 pub mod config;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod media;
 pub mod metrics;

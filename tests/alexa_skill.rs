@@ -395,18 +395,12 @@ async fn an_echo_show_reaches_the_camera_through_the_skill() {
 
 /// Waits (bounded) for the skill's log line that names `needle`.
 async fn wait_line(skill: &Skill, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(l) = skill.lines_with(needle).into_iter().next() {
-            return l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {needle}\n{}",
-            skill.log()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let what = format!("a log line with {needle}");
+    support::wait::until(&what, Duration::from_secs(5), || {
+        std::future::ready(skill.lines_with(needle).into_iter().next())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", skill.log()))
 }
 
 /// A broken `CAMGATE_CAMERAS` fails every directive with an INTERNAL_ERROR that names the

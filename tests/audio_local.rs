@@ -65,14 +65,15 @@ async fn wait_stats(
     within: Duration,
     f: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    loop {
-        tick.tick().await;
+    let f = &f;
+    let met = support::wait::until("/stats condition", within, move || async move {
         let s = d.stats().await;
-        if f(&s) || tokio::time::Instant::now() >= deadline {
-            return s;
-        }
+        f(&s).then_some(s)
+    })
+    .await;
+    match met {
+        Ok(s) => s,
+        Err(_) => d.stats().await,
     }
 }
 

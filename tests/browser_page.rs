@@ -125,17 +125,16 @@ impl PageRun {
 
     /// Waits (bounded) for the script to exit; kills it if it does not.
     fn finish(mut self, within: Duration) -> PageResult {
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for page.mjs") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
+        let exited = support::wait::until_blocking("page.mjs exit", within, || {
+            self.child.try_wait().expect("wait for page.mjs")
+        });
+        let status = match exited {
+            Ok(status) => Some(status),
+            Err(_) => {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                break None;
+                None
             }
-            std::thread::sleep(Duration::from_millis(50));
         };
         // The pipe is closed now, so this drains and ends.
         self.seen.extend(self.lines.try_iter());
@@ -327,16 +326,15 @@ async fn poll_stats(
     within: Duration,
     pred: impl Fn(&Value) -> bool,
 ) -> Result<Value, Value> {
-    let deadline = Instant::now() + within;
-    loop {
+    let pred = &pred;
+    let met = support::wait::until("/stats condition", within, move || async move {
         let s = d.stats().await;
-        if pred(&s) {
-            return Ok(s);
-        }
-        if Instant::now() >= deadline {
-            return Err(s);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pred(&s).then_some(s)
+    })
+    .await;
+    match met {
+        Ok(s) => Ok(s),
+        Err(_) => Err(d.stats().await),
     }
 }
 

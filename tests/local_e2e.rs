@@ -430,24 +430,81 @@ async fn pli_brings_a_fresh_keyframe_and_bursts_are_coalesced() {
     assert_eq!(k0, 1, "one keyframe at join");
 
     v.send_pli().await;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while v.decoded().keyframes == k0 {
-        assert!(Instant::now() < deadline, "no keyframe within 2 s of a PLI");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::wait::until_true(
+        "a keyframe within 2 s of a PLI",
+        Duration::from_secs(2),
+        || {
+            let more = v.decoded().keyframes > k0;
+            async move { more }
+        },
+    )
+    .await
+    .unwrap();
 
-    // Ten PLIs at once: one keyframe now, at most one more after the 500 ms window.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Ten PLIs at once: what reaches the encoder (camgate_keyframes_forced_total; the test
+    // pattern's x264enc honours every request) is one keyframe now, or at the end of the
+    // merge window, and at most one more when that window ends.
+    let f1 = keyframes_forced(&d).await;
     let k1 = v.decoded().keyframes;
     for _ in 0..10 {
         v.send_pli().await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await; // observing a count over a window
-    let burst = v.decoded().keyframes - k1;
-    assert!((1..=2).contains(&burst), "10 PLIs gave {burst} keyframes");
+    support::wait::until_true(
+        "the daemon counted all 11 PLIs",
+        Duration::from_secs(5),
+        || {
+            let stats = d.stats();
+            async move { stats.await["sessions"][0]["keyframe_requests"] == 11 }
+        },
+    )
+    .await
+    .unwrap();
+    support::wait::until_true(
+        "the burst forced a keyframe",
+        Duration::from_secs(2),
+        || {
+            let forced = keyframes_forced(&d);
+            async move { forced.await > f1 }
+        },
+    )
+    .await
+    .unwrap();
+    // Nothing to await for "no third one": a merged follow-up comes at most one window
+    // (DEFAULT_MIN_INTERVAL) after the previous forced keyframe, so wait for it up to twice
+    // that, then count.
+    let window = camgate::session::keyframe::DEFAULT_MIN_INTERVAL * 2;
+    let _ = support::wait::until_true("a merged follow-up keyframe", window, || {
+        let forced = keyframes_forced(&d);
+        async move { forced.await >= f1 + 2 }
+    })
+    .await;
+    let burst = keyframes_forced(&d).await - f1;
+    assert!((1..=2).contains(&burst), "10 PLIs forced {burst} keyframes");
+    support::wait::until_true(
+        "the viewer decoded the burst's keyframe",
+        Duration::from_secs(2),
+        || {
+            let more = v.decoded().keyframes > k1;
+            async move { more }
+        },
+    )
+    .await
+    .unwrap();
+}
 
-    let stats = d.stats().await;
-    assert_eq!(stats["sessions"][0]["keyframe_requests"], 11, "{stats}");
+/// `camgate_keyframes_forced_total` from `/metrics`: merged keyframe requests the encoder took.
+async fn keyframes_forced(d: &Daemon) -> u64 {
+    let text = reqwest::get(d.endpoint("metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("/metrics body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("camgate_keyframes_forced_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no camgate_keyframes_forced_total in /metrics:\n{text}"))
 }
 
 /// Not a test on its own: the body of a viewer *process* that

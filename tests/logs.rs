@@ -117,13 +117,11 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
     let viewer = connect_viewer(&kvs, "viewer-secrets", false).await;
     viewer.viewer.close().await;
     // Let the capture fail at least once so its URL is logged.
-    if let Err(e) =
-        support::wait::until_true("capture failure logged", Duration::from_secs(15), || {
-            let failed = kvs.daemon.log().contains("capture pipeline failed");
-            async move { failed }
-        })
-        .await
-    {
+    let failed = support::wait::until_true("a capture failure", Duration::from_secs(15), || {
+        std::future::ready(kvs.daemon.log().contains("capture pipeline failed"))
+    })
+    .await;
+    if let Err(e) = failed {
         panic!("{e}:\n{}", tail(&kvs.daemon.log()));
     }
 
@@ -267,17 +265,13 @@ async fn journald_entries_carry_the_identifier_and_fields() {
 
     // A viewer, so that session events (with their fields) are logged.
     let base = format!("http://127.0.0.1:{port}/");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if reqwest::get(format!("{base}healthz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "daemon never healthy");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let healthz = format!("{base}healthz");
+    support::wait::until_true("daemon healthy", Duration::from_secs(20), || {
+        let request = reqwest::get(healthz.clone());
+        async move { request.await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await
+    .unwrap();
     let viewer = TestViewer::new(102).await;
     let offer = viewer.offer(true).await;
     let (status, _, answer) = whep_post(&format!("{base}whep"), "application/sdp", offer).await;

@@ -74,12 +74,10 @@ fn of(packets: &[AudioPacket], codec: AudioCodec) -> Vec<AudioPacket> {
         .collect()
 }
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+/// Waits (bounded, [`support::wait`]) until `cond` holds; fails the test otherwise.
 fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+    if let Err(e) = support::wait::until_blocking(what, timeout, || cond().then_some(())) {
+        panic!("{e}");
     }
 }
 

@@ -80,18 +80,15 @@ async fn wait_metrics(
     what: &str,
     ok: impl Fn(&[Family]) -> bool,
 ) -> Vec<Family> {
-    let deadline = Instant::now() + within;
-    loop {
+    let ok = &ok;
+    let seen = support::wait::until(what, within, move || async move {
         let f = parsed(d).await;
-        if ok(&f) {
-            return f;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/metrics: {what} not seen within {within:?}:\n{f:#?}\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        ok(&f).then_some(f)
+    })
+    .await;
+    match seen {
+        Ok(f) => f,
+        Err(e) => panic!("/metrics: {e}:\n{:#?}\n{}", parsed(d).await, d.log()),
     }
 }
 

@@ -62,16 +62,16 @@ impl NotifySocket {
         within: Duration,
         f: impl Fn(&str) -> bool,
     ) -> Option<Instant> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some((t, _)) = self.all().into_iter().find(|(t, m)| *t >= after && f(m)) {
-                return Some(t);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        support::wait::until("a notify message", within, || {
+            std::future::ready(
+                self.all()
+                    .into_iter()
+                    .find(|(t, m)| *t >= after && f(m))
+                    .map(|(t, _)| t),
+            )
+        })
+        .await
+        .ok()
     }
 
     fn pings_between(&self, from: Instant, to: Instant) -> Vec<Instant> {

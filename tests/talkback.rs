@@ -127,18 +127,11 @@ fn wait_status(
     timeout: Duration,
     cond: impl Fn(&TalkbackStatus) -> bool,
 ) -> TalkbackStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
+    support::wait::until_blocking(what, timeout, || {
         let s = tb.status();
-        if cond(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; status {s:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        cond(&s).then_some(s)
+    })
+    .unwrap_or_else(|e| panic!("{e}; status {:?}", tb.status()))
 }
 
 /// Waits for the release after the last packet, returns how long it took.

@@ -15,7 +15,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use crate::media::encoder::{EncoderChoice, select_encoder};
+use crate::media::encoder::{EncoderChoice, installed_encoders, select_encoder};
 use crate::media::error::debian_package;
 use crate::media::options::{CaptureOptions, SourceSpec, V4l2Format};
 use crate::media::pipeline::{self, PipelinePlan, RTSP_SOURCE_NAME, SINK_NAME};
@@ -142,6 +142,7 @@ impl Capture {
             validate_rtsp_url(url)?;
         }
         let available = |name: &str| gst::ElementFactory::find(name).is_some();
+        let installed = installed_encoders();
         let encoder = match &opts.source {
             SourceSpec::Rtsp { .. }
             | SourceSpec::V4l2 {
@@ -152,8 +153,8 @@ impl Capture {
             SourceSpec::V4l2 {
                 format: V4l2Format::Auto,
                 ..
-            } => select_encoder(&opts.encoder.name, &available).ok(),
-            _ => Some(select_encoder(&opts.encoder.name, &available)?),
+            } => select_encoder(&opts.encoder.name, &installed).ok(),
+            _ => Some(select_encoder(&opts.encoder.name, &installed)?),
         };
         let clock_overlay = available("clockoverlay");
         if matches!(opts.source, SourceSpec::Test { .. }) && !clock_overlay {

@@ -166,23 +166,31 @@ impl EncoderChoice {
     }
 }
 
-/// Picks the encoder: `auto` takes the first available in [`PREFERENCE`]; an explicit name
-/// must be known and available. `is_available` is injected so the choice is testable
-/// without the hardware (the real one asks the GStreamer registry).
-pub fn select_encoder(
-    requested: &str,
-    is_available: &dyn Fn(&str) -> bool,
-) -> Result<EncoderChoice, MediaError> {
+/// The encoders of [`PREFERENCE`] the GStreamer registry has, best first: what the daemon
+/// passes to [`select_encoder`]. Needs `gst::init`.
+pub fn installed_encoders() -> Vec<&'static str> {
+    PREFERENCE
+        .iter()
+        .map(|k| k.element())
+        .filter(|name| gstreamer::ElementFactory::find(name).is_some())
+        .collect()
+}
+
+/// Picks the encoder from the element names `installed` on this machine (the daemon passes
+/// [`installed_encoders`]; tests pass a Pi's, a Jetson's, a desktop's list): `auto` takes the
+/// first installed one in [`PREFERENCE`]; an explicit name must be known and installed.
+pub fn select_encoder(requested: &str, installed: &[&str]) -> Result<EncoderChoice, MediaError> {
+    let is_installed = |kind: &EncoderKind| installed.contains(&kind.element());
     let available: Vec<String> = PREFERENCE
         .iter()
-        .filter(|k| is_available(k.element()))
+        .filter(|k| is_installed(k))
         .map(|k| k.element().to_string())
         .collect();
     let requested = requested.trim();
     if requested.is_empty() || requested.eq_ignore_ascii_case("auto") {
         return PREFERENCE
             .into_iter()
-            .find(|k| is_available(k.element()))
+            .find(is_installed)
             .map(|kind| EncoderChoice { kind })
             .ok_or(MediaError::EncoderUnavailable {
                 requested: "auto".to_string(),
@@ -195,7 +203,7 @@ pub fn select_encoder(
             known: PREFERENCE.iter().map(|k| k.element().to_string()).collect(),
         });
     };
-    if !is_available(kind.element()) {
+    if !is_installed(&kind) {
         return Err(MediaError::EncoderUnavailable {
             requested: requested.to_string(),
             available,
@@ -208,15 +216,11 @@ pub fn select_encoder(
 mod tests {
     use super::*;
 
-    fn only(names: &'static [&'static str]) -> impl Fn(&str) -> bool {
-        move |n| names.contains(&n)
-    }
-
     #[test]
     fn auto_prefers_hardware_when_present() {
-        let c = select_encoder("auto", &only(&["x264enc", "openh264enc", "vah264enc"])).unwrap();
+        let c = select_encoder("auto", &["x264enc", "openh264enc", "vah264enc"]).unwrap();
         assert_eq!(c.element(), "vah264enc");
-        let c = select_encoder("auto", &only(&["x264enc", "v4l2h264enc", "nvh264enc"])).unwrap();
+        let c = select_encoder("auto", &["x264enc", "v4l2h264enc", "nvh264enc"]).unwrap();
         assert_eq!(c.element(), "v4l2h264enc");
         assert!(c.kind.is_hardware());
     }
@@ -224,24 +228,22 @@ mod tests {
     #[test]
     fn auto_falls_back_to_x264_then_openh264() {
         assert_eq!(
-            select_encoder("auto", &only(&["openh264enc", "x264enc"]))
+            select_encoder("auto", &["openh264enc", "x264enc"])
                 .unwrap()
                 .element(),
             "x264enc"
         );
         assert_eq!(
-            select_encoder("", &only(&["openh264enc"]))
-                .unwrap()
-                .element(),
+            select_encoder("", &["openh264enc"]).unwrap().element(),
             "openh264enc"
         );
-        let err = select_encoder("auto", &only(&[])).unwrap_err();
+        let err = select_encoder("auto", &[]).unwrap_err();
         assert!(err.to_string().contains("none"), "{err}");
     }
 
     #[test]
     fn explicit_missing_encoder_names_it_and_lists_alternatives() {
-        let err = select_encoder("nvh264enc", &only(&["x264enc", "openh264enc"])).unwrap_err();
+        let err = select_encoder("nvh264enc", &["x264enc", "openh264enc"]).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("nvh264enc"), "{text}");
         assert!(text.contains("x264enc, openh264enc"), "{text}");
@@ -249,13 +251,13 @@ mod tests {
 
     #[test]
     fn explicit_available_encoder_is_used_even_if_not_preferred() {
-        let c = select_encoder("openh264enc", &only(&["x264enc", "openh264enc"])).unwrap();
+        let c = select_encoder("openh264enc", &["x264enc", "openh264enc"]).unwrap();
         assert_eq!(c.element(), "openh264enc");
     }
 
     #[test]
     fn unknown_element_is_rejected_with_known_list() {
-        let err = select_encoder("avenc_h264", &only(&["avenc_h264"])).unwrap_err();
+        let err = select_encoder("avenc_h264", &["avenc_h264"]).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("avenc_h264") && text.contains("x264enc"),

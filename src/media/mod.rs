@@ -28,7 +28,7 @@ pub use audio::{
     AudioSourceSpec, AudioState, AudioStatus,
 };
 pub use capture::{Capture, CaptureState, CaptureStatus};
-pub use encoder::{EncoderChoice, EncoderKind, select_encoder};
+pub use encoder::{EncoderChoice, EncoderKind, installed_encoders, select_encoder};
 pub use error::MediaError;
 pub use options::{CaptureOptions, EncoderSpec, RtspTransport, SourceSpec, V4l2Format};
 pub use probe::{ProbeReport, probe};

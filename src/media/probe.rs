@@ -5,7 +5,7 @@ use std::fmt;
 use gstreamer as gst;
 
 use crate::media::capture::v4l2_formats;
-use crate::media::encoder::{PREFERENCE, select_encoder};
+use crate::media::encoder::{PREFERENCE, installed_encoders, select_encoder};
 use crate::media::error::debian_package;
 
 /// Elements camgate's pipelines use besides the encoders.
@@ -108,7 +108,7 @@ pub fn probe() -> ProbeReport {
     ProbeReport {
         gstreamer_version: gst::version_string().to_string(),
         encoders,
-        auto_encoder: select_encoder("auto", &available)
+        auto_encoder: select_encoder("auto", &installed_encoders())
             .map(|c| c.element().to_string())
             .map_err(|e| e.to_string()),
         elements,

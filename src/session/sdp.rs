@@ -503,9 +503,12 @@ fn rewrite(
 ) -> String {
     let mut out = String::with_capacity(lines.iter().map(|l| l.len() + 2).sum::<usize>() + 128);
     let m_line = |out: &mut String, line: &str, pt: u8| {
-        // m=<media> <port> <proto> <fmt...>: keep the first three fields, one format.
-        let head: Vec<&str> = line.split_whitespace().take(3).collect();
-        let _ = write!(out, "{} {pt}\r\n", head.join(" "));
+        // m=<media> <port> <proto> <fmt...>: keep the first three fields, one format. The
+        // fields are read after "m=" as split_sections reads them, so whitespace there
+        // ("m= video") cannot shift them.
+        let fields = line.strip_prefix("m=").unwrap_or(line);
+        let head: Vec<&str> = fields.split_whitespace().take(3).collect();
+        let _ = write!(out, "m={} {pt}\r\n", head.join(" "));
     };
     let in_section = |i: usize, s: &Section| i > s.start && i < s.end;
     for (i, line) in lines.iter().enumerate() {
@@ -776,6 +779,22 @@ a=sendrecv\r\na=mid:audio0\r\nm=video 1 UDP/TLS/RTP/SAVPF 99\r\n\
 a=candidate:1 1 UDP 2013266431 192.0.2.10 50002 typ host\r\nb=AS:2500\r\na=setup:actpass\r\n\
 a=rtpmap:99 H264/90000\r\na=rtcp-mux\r\na=sendrecv\r\na=mid:video0\r\na=rtcp-fb:99 nack\r\n\
 a=rtcp-fb:99 nack pli\r\na=rtcp-fb:99 ccm fir\r\n";
+
+    /// Found by fuzzing (fuzz/corpus/sdp_offer/regression-m-line-space): whitespace after
+    /// "m=" shifted the fields of the rewritten m-line, which lost its protocol and payload
+    /// type, so the stack would have been handed an offer with no H.264 left.
+    #[test]
+    fn whitespace_after_m_equals_keeps_the_rewritten_m_line_whole() {
+        let offer = "v=0\r\nm=\rvideo 9 UDP/TLS/RTP/SAVPF 96 97\r\na=rtpmap:96 H264/90000\r\n\
+                     a=fmtp:96 packetization-mode=1\r\n";
+        let p = prepare_offer(offer).unwrap();
+        assert!(
+            p.sdp.contains("\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"),
+            "{}",
+            p.sdp
+        );
+        assert_eq!(prepare_offer(&p.sdp).unwrap().video_payload_type, 96);
+    }
 
     #[test]
     fn picks_constrained_baseline_mode_1_and_drops_the_rest() {

@@ -101,19 +101,13 @@ impl Daemon {
     /// Waits (bounded) until /healthz says 200.
     pub async fn wait_healthy(&self, within: Duration) {
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(r) = client.get(self.endpoint("healthz")).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon not healthy within {within:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let healthy = super::wait::until_true("daemon healthy (/healthz 200)", within, || {
+            let request = client.get(self.endpoint("healthz")).send();
+            async move { request.await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        if let Err(e) = healthy {
+            panic!("{e}:\n{}", self.log());
         }
     }
 
@@ -135,16 +129,16 @@ impl Daemon {
     pub fn terminate(mut self) -> (bool, Duration) {
         let started = Instant::now();
         unsafe_kill(self.child.id(), 15);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return (status.success(), started.elapsed());
-            }
-            if Instant::now() > deadline {
+        let exited =
+            super::wait::until_blocking("exit after SIGTERM", Duration::from_secs(10), || {
+                self.child.try_wait().ok().flatten()
+            });
+        match exited {
+            Ok(status) => (status.success(), started.elapsed()),
+            Err(_) => {
                 let _ = self.child.kill();
-                return (false, started.elapsed());
+                (false, started.elapsed())
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -22,7 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The PyPI release whose parser checks our output. Pinned: a newer parser may be stricter
 /// or laxer, and the test should change only when we change it.
@@ -242,25 +242,21 @@ impl Prometheus {
     }
 
     async fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("prometheus exited: {status}"));
+        let ready = format!("{}/-/ready", self.url);
+        let (client, child) = (&self.client, &mut self.child);
+        let outcome = super::wait::until("prometheus ready", within, || {
+            let exited = child.try_wait().ok().flatten();
+            let request = client.get(&ready).send();
+            async move {
+                if let Some(status) = exited {
+                    return Some(Err(format!("prometheus exited: {status}")));
+                }
+                let ok = request.await.is_ok_and(|r| r.status().is_success());
+                ok.then_some(Ok(()))
             }
-            if let Ok(r) = self
-                .client
-                .get(format!("{}/-/ready", self.url))
-                .send()
-                .await
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("not ready within {within:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
+        outcome.unwrap_or_else(Err)
     }
 
     /// `GET /api/v1/...` as JSON; panics unless Prometheus answers `"status": "success"`.
@@ -291,19 +287,22 @@ impl Prometheus {
 
     /// Waits (bounded) until the one target is `up`; returns its last scrape error otherwise.
     pub async fn wait_target_up(&self, within: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + within;
-        let mut last = String::from("no target yet");
-        while Instant::now() < deadline {
-            let targets = self.targets().await;
-            if let Some(t) = targets.first() {
-                if t["health"] == "up" {
-                    return Ok(());
-                }
-                last = format!("health {} lastError {}", t["health"], t["lastError"]);
+        let last = std::sync::Mutex::new(String::from("no target yet"));
+        let (this, last_ref) = (self, &last);
+        let up = super::wait::until_true("the scrape target up", within, move || async move {
+            let targets = this.targets().await;
+            let Some(t) = targets.first() else {
+                return false;
+            };
+            let up = t["health"] == "up";
+            if !up {
+                *last_ref.lock().unwrap() =
+                    format!("health {} lastError {}", t["health"], t["lastError"]);
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Err(last)
+            up
+        })
+        .await;
+        up.map_err(|_| last.into_inner().unwrap())
     }
 
     /// An instant query: each series' labels and value.
@@ -336,18 +335,20 @@ impl Prometheus {
         within: Duration,
         ok: impl Fn(f64) -> bool,
     ) -> Result<f64, String> {
-        let deadline = Instant::now() + within;
-        loop {
-            let r = self.query(promql).await;
-            if let [(_, v)] = r.as_slice()
-                && ok(*v)
-            {
-                return Ok(*v);
+        let (this, ok) = (self, &ok);
+        let value = super::wait::until(promql, within, move || async move {
+            match this.query(promql).await.as_slice() {
+                [(_, v)] if ok(*v) => Some(*v),
+                _ => None,
             }
-            if Instant::now() >= deadline {
-                return Err(format!("`{promql}` after {within:?}: {r:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        })
+        .await;
+        match value {
+            Ok(v) => Ok(v),
+            Err(_) => Err(format!(
+                "`{promql}` after {within:?}: {:?}",
+                self.query(promql).await
+            )),
         }
     }
 

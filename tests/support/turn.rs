@@ -179,26 +179,20 @@ impl Turn {
     /// the count at that point (which is below `n` on timeout). coturn may write the line just
     /// after its response reached the client, so read counts through this.
     pub async fn wait_allocations(&self, n: usize, within: Duration) -> usize {
-        let deadline = Instant::now() + within;
-        loop {
-            let got = self.allocations();
-            if got >= n || Instant::now() >= deadline {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let _ = super::wait::until_true("coturn allocations", within, || {
+            std::future::ready(self.allocations() >= n)
+        })
+        .await;
+        self.allocations()
     }
 
     /// Same as [`wait_allocations`](Self::wait_allocations) for [`unauthorized`](Self::unauthorized).
     pub async fn wait_unauthorized(&self, n: usize, within: Duration) -> usize {
-        let deadline = Instant::now() + within;
-        loop {
-            let got = self.unauthorized();
-            if got >= n || Instant::now() >= deadline {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let _ = super::wait::until_true("coturn 401s", within, || {
+            std::future::ready(self.unauthorized() >= n)
+        })
+        .await;
+        self.unauthorized()
     }
 
     /// coturn's log file, then anything it wrote to stdout/stderr.
