@@ -107,6 +107,32 @@ async fn watch(d: &Daemon, client: &reqwest::Client, token: Option<&str>, frames
     first
 }
 
+/// `n` WHEP POSTs of `offer` whose client gives up after 3 ms (before the answer); returns
+/// that client, whose pool may still hold connections.
+async fn cancelled_posts(d: &Daemon, offer: &str, n: usize) -> reqwest::Client {
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(3))
+        .build()
+        .unwrap();
+    for _ in 0..n {
+        let _ = quick
+            .post(d.endpoint("whep"))
+            .header("content-type", SDP)
+            .body(offer.to_owned())
+            .send()
+            .await;
+    }
+    quick
+}
+
+/// `host:port` of the daemon's plain-HTTP URL.
+fn host_port(d: &Daemon) -> String {
+    d.url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 /// Open file descriptors of the daemon.
 fn fds(d: &Daemon) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
@@ -446,11 +472,7 @@ async fn connections_that_never_finish_their_headers_are_cut() {
         &[],
     );
     d.wait_healthy(Duration::from_secs(15)).await;
-    let addr = d
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
+    let addr = host_port(&d);
     let fds_idle = fds(&d);
 
     let attacked = Instant::now();
@@ -516,24 +538,9 @@ async fn offers_that_never_connect_do_not_lock_viewers_out() {
     let attacked = Instant::now();
 
     // 200 POSTs cancelled a few ms in (the answer takes longer).
-    let quick = reqwest::Client::builder()
-        .timeout(Duration::from_millis(3))
-        .build()
-        .unwrap();
-    for _ in 0..200 {
-        let _ = quick
-            .post(d.endpoint("whep"))
-            .header("content-type", SDP)
-            .body(offer.clone())
-            .send()
-            .await;
-    }
+    let quick = cancelled_posts(&d, &offer, 200).await;
     // 20 POSTs whose body stops halfway and then nothing comes.
-    let addr = d
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
+    let addr = host_port(&d);
     let mut half_bodies = Vec::new();
     for _ in 0..20 {
         let mut s = TcpStream::connect(&addr).unwrap();
@@ -1047,18 +1054,7 @@ async fn measure_attacks() {
     let d = Daemon::start(&defaults, &[]);
     d.wait_healthy(Duration::from_secs(15)).await;
     let idle = fds(&d);
-    let quick = reqwest::Client::builder()
-        .timeout(Duration::from_millis(3))
-        .build()
-        .unwrap();
-    for _ in 0..200 {
-        let _ = quick
-            .post(d.endpoint("whep"))
-            .header("content-type", SDP)
-            .body(offer.clone())
-            .send()
-            .await;
-    }
+    let _pool = cancelled_posts(&d, &offer, 200).await;
     let after = fds(&d);
     let sessions = stats(&d, None).await["sessions"]
         .as_array()
@@ -1074,11 +1070,7 @@ async fn measure_attacks() {
     let d = Daemon::start(&defaults, &[]);
     d.wait_healthy(Duration::from_secs(15)).await;
     let idle = fds(&d);
-    let addr = d
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
+    let addr = host_port(&d);
     let held = slowloris(&addr, 300);
     let open_at = |d: &Daemon| fds(d);
     tokio::time::sleep(Duration::from_millis(500)).await; // let the daemon accept them all
