@@ -789,3 +789,68 @@ async fn healthz_reports_degraded_signaling_while_the_master_is_offline() {
         panic!("{e}: {}\n{}", healthz(&kvs).await.1, kvs.daemon.log());
     }
 }
+
+/// A measurement, not a check (`scripts/measure-kvs-reconnect.sh`): 50 faults of mixed kinds
+/// in a row (GO_AWAY, RECONNECT_ICE_SERVER, an abrupt TCP drop, a 1011 close frame), each
+/// injected `KVS_FAULT_SPACING_MS` (default 3000) after the master was back. Prints the time
+/// from each fault to the master's next connect: median and maximum, overall and per kind.
+/// `CAMGATE_BIN` picks the daemon build to measure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "measurement; run by scripts/measure-kvs-reconnect.sh"]
+async fn measure_reconnects_over_fifty_mixed_faults() {
+    const FAULTS: usize = 50;
+    const KINDS: [&str; 4] = ["go-away", "reconnect-ice-server", "tcp-drop", "close-1011"];
+    let spacing = Duration::from_millis(
+        std::env::var("KVS_FAULT_SPACING_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3000),
+    );
+    let kvs = Kvs::start(EmulatorConfig::default(), &[]).await;
+    assert!(
+        kvs.wait(Duration::from_secs(20), |s| s.master_connected)
+            .await,
+        "master never connected\n{}",
+        kvs.daemon.log()
+    );
+    let mut by_kind: Vec<Vec<Duration>> = vec![Vec::new(); KINDS.len()];
+    for n in 0..FAULTS {
+        tokio::time::sleep(spacing).await;
+        let kind = n % KINDS.len();
+        let connects = kvs.stats().master_connects;
+        let t0 = Instant::now();
+        match kind {
+            0 => kvs.emu.go_away(CHANNEL, Duration::ZERO),
+            1 => kvs.emu.reconnect_ice_server(CHANNEL),
+            2 => kvs.emu.drop_master(CHANNEL),
+            _ => kvs.emu.close_master(CHANNEL, 1011, "internal error"),
+        }
+        .unwrap();
+        assert!(
+            kvs.wait(Duration::from_secs(30), |s| s.master_connects > connects
+                && s.master_connected)
+                .await,
+            "fault {n} ({}): master not back\n{}",
+            KINDS[kind],
+            kvs.daemon.log()
+        );
+        by_kind[kind].push(t0.elapsed());
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let all: Vec<Duration> = by_kind.iter().flatten().copied().collect();
+    let max = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
+    println!(
+        "MEASURE {FAULTS} mixed faults, {} ms apart: reconnect median {:.0} ms, max {:.0} ms",
+        spacing.as_millis(),
+        ms(median(all.clone())),
+        ms(max(&all))
+    );
+    for (kind, v) in KINDS.iter().zip(&by_kind) {
+        println!(
+            "MEASURE   {kind:<22} n={:<3} median {:>6.0} ms  max {:>6.0} ms",
+            v.len(),
+            ms(median(v.clone())),
+            ms(max(v))
+        );
+    }
+}

@@ -8,7 +8,8 @@
 //! * Describe → GetEndpoint → GetIceConfig → Connect. Describe/GetEndpoint results are cached
 //!   (hours); a plain socket loss reconnects straight to Connect.
 //! * Any close or error reconnects with exponential full-jitter backoff, and never more than
-//!   3 connects per rolling second (the service's per-channel quota).
+//!   3 connects per rolling second (the service's per-channel quota). The loss of a connection
+//!   that was up for `stable_after` is not a failure: its retry starts from a clean backoff.
 //! * GO_AWAY: close and re-discover at once. RECONNECT_ICE_SERVER: close, refetch ICE, reconnect.
 //! * A planned reconnect shortly before the service's 1-hour connection limit.
 //! * A Ping whenever nothing was sent for `ping_idle`, far inside the 10-minute idle cut-off;
@@ -41,6 +42,12 @@ pub struct MachineConfig {
     pub step_timeout: Duration,
     /// How long Describe/GetEndpoint results are reused.
     pub endpoint_cache_ttl: Duration,
+    /// A connection that stayed open this long was healthy. Losing it says something about the
+    /// network or the service host of the moment, not that the service refuses us, so the
+    /// retry starts from a clean backoff (at most `backoff.base`). A connection lost sooner
+    /// counts as a failure, so that a service that accepts and drops at once is retried with
+    /// a growing delay.
+    pub stable_after: Duration,
     pub backoff: BackoffConfig,
 }
 
@@ -52,6 +59,7 @@ impl Default for MachineConfig {
             pong_timeout: Duration::from_secs(20),
             step_timeout: Duration::from_secs(20),
             endpoint_cache_ttl: Duration::from_secs(10 * 3600),
+            stable_after: Duration::from_secs(2),
             backoff: BackoffConfig::default(),
         }
     }
@@ -507,9 +515,19 @@ impl Machine {
         self.lost(now, cause);
     }
 
-    /// The socket is gone (closed by either side).
+    /// The socket is gone (closed by either side). This never adds a failure itself: planned
+    /// causes (GO_AWAY, RECONNECT_ICE_SERVER, the age limit) go on to their next step at once,
+    /// and the others through `retry_later`. A connection that was up for `stable_after` also
+    /// clears the failures before it, so its retry waits at most `backoff.base`.
     fn lost(&mut self, now: Instant, cause: Cause) {
-        self.backoff.on_unhealthy(now);
+        let stable = self
+            .connected_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= self.cfg.stable_after);
+        if stable {
+            self.backoff.reset();
+        } else {
+            self.backoff.on_unhealthy(now);
+        }
         self.connected_at = None;
         self.ping_outstanding = None;
         self.next_cause = cause;
@@ -874,6 +892,97 @@ mod tests {
                 .filter(|u| u.duration_since(*t) < secs(1))
                 .count();
             assert!(n <= 3, "{n} connects within 1 s starting at #{i}");
+        }
+    }
+
+    /// Fires timers until the machine connects (the 3-per-second quota may hold one back).
+    fn fire_until_connect(r: &mut Rig) {
+        for _ in 0..3 {
+            if is_connect(&r.fire()) {
+                return;
+            }
+        }
+        panic!("no connect after three timers");
+    }
+
+    /// Drives the machine through `n` failed connects, leaving it connected afterwards.
+    fn fail_connects_then_connect(r: &mut Rig, n: usize) {
+        r.ev(Event::SocketClosed { code: None });
+        for _ in 0..n {
+            fire_until_connect(r);
+            r.ev(Event::ConnectFailed(Failure::Other));
+        }
+        fire_until_connect(r);
+        assert!(r.ev(Event::SocketOpened).is_empty());
+    }
+
+    #[test]
+    fn losing_a_stable_connection_retries_from_a_clean_backoff() {
+        let mut r = Rig::new(0.999);
+        r.connect();
+        // A bad spell: eight failed connects push the delay near its 10 s cap.
+        fail_connects_then_connect(&mut r, 8);
+        assert!(r.m.backoff.failures() >= 8);
+        // Up for longer than `stable_after`, then dropped: back within `base`, not 10 s.
+        r.advance(secs(3));
+        assert!(r.ev(Event::SocketClosed { code: None }).is_empty());
+        let wait = r.m.deadline().unwrap() - r.now;
+        assert!(wait <= Duration::from_millis(100), "{wait:?}");
+        fire_until_connect(&mut r);
+    }
+
+    #[test]
+    fn a_connection_dropped_at_once_still_grows_the_backoff() {
+        let mut r = Rig::new(0.999);
+        r.connect();
+        r.advance(secs(3));
+        // A service that accepts and drops at once: each retry waits longer.
+        let mut delays = Vec::new();
+        r.ev(Event::SocketClosed { code: None });
+        for _ in 0..8 {
+            delays.push(r.m.deadline().unwrap() - r.now);
+            fire_until_connect(&mut r);
+            r.ev(Event::SocketOpened);
+            r.advance(Duration::from_millis(200));
+            r.ev(Event::SocketClosed { code: Some(1011) });
+        }
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+        assert!(*delays.last().unwrap() > secs(9), "{delays:?}");
+    }
+
+    #[test]
+    fn planned_reconnects_never_add_a_failure() {
+        let mut r = Rig::new(0.999);
+        r.connect();
+        fail_connects_then_connect(&mut r, 3);
+        let failures = r.m.backoff.failures();
+        // GO_AWAY and RECONNECT_ICE_SERVER right after each connect, twenty times: each goes
+        // to its next step at once, and the failure count stays where the bad spell left it.
+        for i in 0..20 {
+            let a = if i % 2 == 0 {
+                let a = r.ev(Event::GoAway);
+                assert_eq!(a.last(), Some(&Action::CallDescribe), "{a:?}");
+                r.ev(Event::Described(Ok(ARN.into())));
+                r.ev(Event::GotEndpoints(Ok(eps())))
+            } else {
+                let a = r.ev(Event::ReconnectIceServer);
+                assert!(
+                    matches!(a.last(), Some(Action::CallGetIceConfig { .. })),
+                    "{a:?}"
+                );
+                a
+            };
+            assert!(matches!(a.last(), Some(Action::CallGetIceConfig { .. })));
+            let a = r.ev(Event::GotIceConfig(Ok(())));
+            if !is_connect(&a) {
+                // Only the 3-per-second connect quota may hold a planned reconnect back.
+                assert_eq!(r.m.state(), State::Backoff);
+                assert!(r.m.deadline().unwrap() <= r.now + secs(1));
+                fire_until_connect(&mut r);
+            }
+            r.ev(Event::SocketOpened);
+            assert_eq!(r.m.backoff.failures(), failures);
+            r.advance(Duration::from_millis(100));
         }
     }
 
