@@ -178,3 +178,35 @@ async fn measure_passthrough_first_frame() {
         ms[0], ms[7]
     );
 }
+
+/// Figures, not assertions: how Chromium plays a viewer that joins 2.5 s into the 4 s GOP
+/// (`tests/browser/gop-playout.mjs`): first frame, and how long it then holds each frame
+/// (how far behind live it plays). Prints one `RESULT` line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "measurement; run by scripts/measure-gop.sh"]
+async fn measure_browser_playout() {
+    let camera = camera_with_4s_gop();
+    // With sound, as a browser viewer gets it: lip sync is what a wrong timeline would upset.
+    let d = daemon_for(&camera, &[("CAMGATE__AUDIO__SOURCE", "test")]);
+    d.wait_healthy(Duration::from_secs(20)).await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/gop-playout.mjs");
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        mid_gop(&camera, &d, Duration::from_millis(2500)).await;
+        let (script, url) = (script.clone(), d.url.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("node")
+                .arg(script)
+                .arg(url)
+                .output()
+                .expect("run node")
+        })
+        .await
+        .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        println!("run: {line}");
+        results.push(line);
+    }
+    println!("RESULT {}", results.join(" "));
+}

@@ -8,17 +8,28 @@
 //! IDR onward ([`GopCache`]) and a joining viewer is sent them first ([`CatchUp`]), then the
 //! live stream.
 //!
-//! What the viewer sees: the GOP's first picture (SPS/PPS + IDR, sent at once, as a live IDR
-//! would be) as soon as it is decoded, then a short fast-forward through the rest of the GOP
-//! and the frames that arrived meanwhile, paced at `webrtc.gop_cache_pace_kbps`, then the
-//! live picture. The catch-up frames are re-timed ([`Retimer`]): their RTP timestamps follow
-//! the moment each one is sent rather than the moment the camera took it, and the live frames
-//! after them keep that shift. A receiver's jitter buffer then sees an ordinary stream that
-//! arrives on time, so it plays the catch-up as fast as it arrives and ends at live latency.
-//! Sending the camera's own timestamps instead makes a browser schedule the cached frames at
-//! their original spacing: it replays the GOP at normal speed and stays up to a GOP behind
-//! (see `scripts/measure-gop.sh` for the measurement that chose this). A stream with B-frames
-//! would be shown out of order during the catch-up; WebRTC H.264 has none.
+//! What the viewer sees: the GOP's first picture at once (SPS/PPS + IDR go unpaced, as a live
+//! IDR would), then a short fast-forward through the rest of the GOP and the frames that
+//! arrived meanwhile, sent at `webrtc.gop_cache_pace_kbps`, then the live picture. The
+//! catch-up frames are re-timed ([`Retimer`]): their RTP timestamps follow the moment each one
+//! is sent rather than the moment the camera took it, and the live frames after them keep that
+//! shift, so the viewer's timeline never runs ahead of the wall clock.
+//!
+//! Why re-timed, measured with `scripts/measure-gop.sh --browser` (Chromium, joining 2.5 s
+//! into a 4 s GOP, with sound): Chromium shows the first picture equally soon with the
+//! camera's own timestamps and with re-timed ones, plays the rest of the GOP as a fast-forward
+//! in both cases, and then holds each live frame equally briefly (10–40 ms): it does not
+//! replay old timestamps at their original pace. So the choice rests on the timeline. With the
+//! camera's timestamps, a frame sent during the catch-up carries a timestamp up to a GOP older
+//! than the moment it is sent; the `webrtc` crate's sender reports map "last timestamp sent"
+//! to "now", so a report taken then disagrees with later ones by up to a GOP (and receivers
+//! compute lip sync from them), and a receiver that does schedule by timestamp would stay a
+//! GOP behind. Re-timed, every receiver sees an ordinary stream that arrives on time. The
+//! third option, squeezing the whole GOP into a few ticks so only its last picture is shown,
+//! sends the same bytes (so that picture cannot come sooner than the paced catch-up ends) and
+//! makes every catch-up frame late by its timestamp, which inflates a receiver's jitter
+//! estimate. A stream with B-frames would be shown out of order during the catch-up; WebRTC's
+//! H.264 has none.
 //!
 //! Rules that keep every frame sent decodable:
 //! - the cache holds nothing until an IDR arrives, and an IDR starts it over;
