@@ -8,8 +8,9 @@
 #
 #   scripts/measure-gop.sh BEFORE_BIN [AFTER_BIN]
 #
-# BEFORE_BIN is a camgate binary without the cache (e.g. a release build of main); AFTER_BIN
-# defaults to this tree's release build. With `--browser`, instead measures how Chromium plays
+# BEFORE_BIN is a camgate binary without the cache (e.g. a release build of main), or `off`:
+# AFTER_BIN itself with webrtc.gop_cache_kb = 0. AFTER_BIN defaults to this tree's release
+# build. With `--browser`, instead measures how Chromium plays
 # a viewer joining mid-GOP with AFTER_BIN (tests/browser/gop-playout.mjs; needs
 # `npm ci --prefix tests/browser` and /usr/bin/chromium).
 set -euo pipefail
@@ -32,6 +33,10 @@ run() {
 if $browser; then
   run after "$after" measure_browser_playout
 else
-  run before "$before" measure_passthrough_first_frame
+  if [[ $before == off ]]; then
+    CAMGATE_MEASURE_GOP_CACHE_KB=0 run cache-off "$after" measure_passthrough_first_frame
+  else
+    run before "$before" measure_passthrough_first_frame
+  fi
   run after "$after" measure_passthrough_first_frame
 fi

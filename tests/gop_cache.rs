@@ -148,11 +148,19 @@ async fn without_the_cache_a_viewer_waits_for_the_next_idr() {
 
 /// Figures, not assertions: offer → first decoded frame for viewers joining at 0.5, 1.5, 2.5
 /// and 3.5 s into the 4 s GOP, twice each. Prints one `RESULT` line.
+/// `CAMGATE_MEASURE_GOP_CACHE_KB` sets `webrtc.gop_cache_kb` (0: the same binary without the
+/// cache).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "measurement; run by scripts/measure-gop.sh"]
 async fn measure_passthrough_first_frame() {
     let camera = camera_with_4s_gop();
-    let d = daemon_for(&camera, &[]);
+    let kb = std::env::var("CAMGATE_MEASURE_GOP_CACHE_KB").ok();
+    let extra: Vec<(&str, &str)> = kb
+        .as_deref()
+        .map(|kb| ("CAMGATE__WEBRTC__GOP_CACHE_KB", kb))
+        .into_iter()
+        .collect();
+    let d = daemon_for(&camera, &extra);
     d.wait_healthy(Duration::from_secs(20)).await;
     let mut ms = Vec::new();
     for round in 0..8u64 {
