@@ -120,6 +120,11 @@ async fn a_viewer_joining_mid_gop_decodes_before_the_cameras_next_idr() {
     );
     assert!(got.errors.is_empty(), "decoder errors: {:?}", got.errors);
     assert!(next_idr_after(&camera, connected).is_some());
+    let stats = d.stats().await;
+    assert!(
+        stats["gop_cache"]["frames"].as_u64() >= Some(1),
+        "/stats shows the cache: {stats}"
+    );
 }
 
 /// With the cache off, the same viewer waits for the camera's next IDR: what the cache saves.
@@ -144,6 +149,7 @@ async fn without_the_cache_a_viewer_waits_for_the_next_idr() {
         first.duration_since(connected).as_millis(),
         next_idr.map(|i| i.duration_since(connected).as_millis()),
     );
+    assert!(d.stats().await["gop_cache"].is_null());
 }
 
 /// Figures, not assertions: offer → first decoded frame for viewers joining at 0.5, 1.5, 2.5

@@ -566,6 +566,13 @@ async fn stats(
     Json(serde_json::json!({
         "uptime_s": rt.started.elapsed().as_secs_f64(),
         "frames_published": rt.feed.published(),
+        "gop_cache": rt.feed.gop_status().map(|(frames, bytes, c)| serde_json::json!({
+            "frames": frames,
+            "bytes": bytes,
+            "overflows": c.overflows,
+            "expired": c.expired,
+            "restarts": c.restarts,
+        })),
         "health": rt.health(),
         "viewers": { "connected": connected, "connecting": connecting },
         "http": {
