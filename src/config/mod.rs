@@ -333,6 +333,21 @@ mod tests {
             problems("[encoder]\nbitrate_kbps = 50\n", &[]),
             ["encoder.bitrate_kbps: 50 is out of range; allowed 100 to 50000 (from FILE)"]
         );
+        assert_eq!(
+            problems(
+                "[webrtc]\ngop_cache_kb = 10\ngop_cache_max_age_ms = 100\ngop_cache_pace_kbps = 0\n",
+                &[]
+            ),
+            [
+                "webrtc.gop_cache_kb: 10 is out of range; allowed 64 to 65536 (from FILE)",
+                "webrtc.gop_cache_max_age_ms: 100 is out of range; allowed 500 to 60000 (from FILE)",
+                "webrtc.gop_cache_pace_kbps: 0 is out of range; allowed 500 to 1000000 (from FILE)",
+            ]
+        );
+        assert!(
+            problems("[webrtc]\ngop_cache_kb = 0\n", &[]).is_empty(),
+            "0 turns it off"
+        );
         assert!(
             problems(
                 "[webrtc]\nudp_port_min = 40000\nudp_port_max = 40100\n",

@@ -145,6 +145,12 @@ pub struct WebRtcSettings {
     pub nat_1to1_ips: Vec<IpAddr>,
     pub gather_timeout_ms: u32,
     pub viewer_queue_frames: usize,
+    /// KiB of a passed-through camera's latest GOP kept for joining viewers; 0 = off.
+    pub gop_cache_kb: u32,
+    /// A GOP older than this (ms since its IDR) is not kept.
+    pub gop_cache_max_age_ms: u32,
+    /// Rate a joining viewer is sent the cached GOP at, kbit/s.
+    pub gop_cache_pace_kbps: u32,
     /// Seconds an answered session may take to connect before it is dropped.
     pub connect_timeout_s: u32,
     /// Sessions connecting at once; past it the oldest connecting one is dropped.
@@ -309,6 +315,9 @@ impl Default for Settings {
                 nat_1to1_ips: Vec::new(),
                 gather_timeout_ms: 2000,
                 viewer_queue_frames: 30,
+                gop_cache_kb: 4096,
+                gop_cache_max_age_ms: 10_000,
+                gop_cache_pace_kbps: 8000,
                 connect_timeout_s: 10,
                 max_pending: 8,
                 max_remote_candidates: 32,
@@ -387,6 +396,9 @@ impl Settings {
         v.field("webrtc.nat_1to1_ips", &mut w.nat_1to1_ips);
         v.field("webrtc.gather_timeout_ms", &mut w.gather_timeout_ms);
         v.field("webrtc.viewer_queue_frames", &mut w.viewer_queue_frames);
+        v.field("webrtc.gop_cache_kb", &mut w.gop_cache_kb);
+        v.field("webrtc.gop_cache_max_age_ms", &mut w.gop_cache_max_age_ms);
+        v.field("webrtc.gop_cache_pace_kbps", &mut w.gop_cache_pace_kbps);
         v.field("webrtc.connect_timeout_s", &mut w.connect_timeout_s);
         v.field("webrtc.max_pending", &mut w.max_pending);
         v.field("webrtc.max_remote_candidates", &mut w.max_remote_candidates);

@@ -320,6 +320,21 @@ fn check_webrtc(c: &mut Checker<'_>) {
     }
     c.range("webrtc.gather_timeout_ms", w.gather_timeout_ms, 100, 10_000);
     c.range("webrtc.viewer_queue_frames", w.viewer_queue_frames, 1, 600);
+    if w.gop_cache_kb != 0 {
+        c.range("webrtc.gop_cache_kb", w.gop_cache_kb, 64, 65_536);
+    }
+    c.range(
+        "webrtc.gop_cache_max_age_ms",
+        w.gop_cache_max_age_ms,
+        500,
+        60_000,
+    );
+    c.range(
+        "webrtc.gop_cache_pace_kbps",
+        w.gop_cache_pace_kbps,
+        500,
+        1_000_000,
+    );
 }
 
 /// `[a-zA-Z0-9_.-]{1,256}`: what KVS accepts as a channel name.

@@ -31,6 +31,8 @@ pub struct DaemonOptions {
     pub http: crate::http::HttpOptions,
     /// Frames a viewer may fall behind before it skips to the next keyframe.
     pub viewer_queue_frames: usize,
+    /// The GOP cache for passed-through sources (`webrtc.gop_cache_*`).
+    pub gop: crate::session::GopOptions,
     pub signaling: SignalingMode,
     /// The audio source; None sends no audio.
     pub audio: Option<crate::media::audio::AudioOptions>,
@@ -223,7 +225,7 @@ pub async fn run(
     let mut session_opts = opts.sessions.clone();
     session_opts.candidates.own = vec![bound];
 
-    let feed = FrameFeed::new(opts.viewer_queue_frames);
+    let feed = FrameFeed::with_gop(opts.viewer_queue_frames, opts.gop);
     let packetizer_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let packetizer = H264Packetizer::new(PacketizerConfig::default())?;
     let video_profile = crate::session::sdp::ProfileLevelId::default();
@@ -405,6 +407,7 @@ fn packetizing_sink(
 ) -> FrameSink {
     let packetizer = Mutex::new(packetizer);
     Arc::new(move |au: AccessUnit| {
+        feed.on_source(au.source);
         let mut frame = Frame::new();
         let result = {
             let mut p = packetizer.lock().unwrap_or_else(|p| p.into_inner());
@@ -563,6 +566,13 @@ async fn stats(
     Json(serde_json::json!({
         "uptime_s": rt.started.elapsed().as_secs_f64(),
         "frames_published": rt.feed.published(),
+        "gop_cache": rt.feed.gop_status().map(|(frames, bytes, c)| serde_json::json!({
+            "frames": frames,
+            "bytes": bytes,
+            "overflows": c.overflows,
+            "expired": c.expired,
+            "restarts": c.restarts,
+        })),
         "health": rt.health(),
         "viewers": { "connected": connected, "connecting": connecting },
         "http": {
@@ -869,6 +879,11 @@ impl DaemonOptions {
             sessions,
             http: http_options(&s.http),
             viewer_queue_frames: w.viewer_queue_frames,
+            gop: crate::session::GopOptions {
+                max_bytes: w.gop_cache_kb as usize * 1024,
+                max_age: Duration::from_millis(u64::from(w.gop_cache_max_age_ms)),
+                pace_bytes_per_s: u64::from(w.gop_cache_pace_kbps) * 1000 / 8,
+            },
             signaling,
             audio,
             talkback,

@@ -20,7 +20,7 @@ use crate::media::error::debian_package;
 use crate::media::options::{CaptureOptions, SourceSpec, V4l2Format};
 use crate::media::pipeline::{self, PipelinePlan, RTSP_SOURCE_NAME, SINK_NAME};
 use crate::media::supervisor::{Backoff, PtsContinuity, is_stalled};
-use crate::media::{AccessUnit, FrameSink, MediaError};
+use crate::media::{AccessUnit, FrameSink, MediaError, SourceInfo};
 
 /// How often the supervisor looks at the bus, the stall clock and the stop flag; bounds how
 /// long `stop()` takes on top of the pipeline's own shutdown.
@@ -94,6 +94,10 @@ struct Shared {
     keyframes_forced: AtomicU64,
     /// Whether this pipeline's caps (size) were already recorded, so the hot path skips it.
     caps_known: AtomicBool,
+    /// Pipelines built so far: the current one's [`SourceInfo::generation`].
+    generation: AtomicU64,
+    /// Whether the current pipeline passes the source's H.264 through.
+    passthrough: AtomicBool,
     slow: Mutex<SlowStatus>,
     current: Mutex<Option<Current>>,
     pts: Mutex<PtsContinuity>,
@@ -187,6 +191,8 @@ impl Capture {
             keyframe_requests_ignored: AtomicU64::new(0),
             keyframes_forced: AtomicU64::new(0),
             caps_known: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            passthrough: AtomicBool::new(false),
             slow: Mutex::new(SlowStatus {
                 state: CaptureState::Starting,
                 last_error: None,
@@ -369,6 +375,11 @@ impl Job {
             slow.keyframes_supported = keyframes_supported;
         }
         self.shared.caps_known.store(false, Ordering::Relaxed);
+        // Set before the pipeline plays, on this thread: its first sample already sees them.
+        self.shared
+            .passthrough
+            .store(plan.passthrough(), Ordering::Relaxed);
+        self.shared.generation.fetch_add(1, Ordering::Relaxed);
         lock(&self.shared.pts).discontinuity();
         *lock(&self.shared.current) = Some(Current {
             pipeline: pipeline.clone(),
@@ -515,10 +526,15 @@ fn on_sample(shared: &Shared, sink: &gst_app::AppSink) -> Result<gst::FlowSucces
     let pts_ns = lock(&shared.pts).map(running.nseconds());
     shared.frames.fetch_add(1, Ordering::Relaxed);
     shared.last_frame.mark();
+    let source = SourceInfo {
+        generation: shared.generation.load(Ordering::Relaxed),
+        passthrough: shared.passthrough.load(Ordering::Relaxed),
+    };
     (shared.sink)(AccessUnit {
         data,
         pts_ns,
         keyframe,
+        source,
     });
     Ok(gst::FlowSuccess::Ok)
 }

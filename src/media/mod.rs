@@ -45,6 +45,19 @@ pub struct AccessUnit {
     pub pts_ns: u64,
     /// An IDR: a viewer can start decoding here.
     pub keyframe: bool,
+    /// Which pipeline produced it.
+    pub source: SourceInfo,
+}
+
+/// The pipeline an access unit comes from, as far as viewers care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// Counts pipelines built (1 for the first; each capture restart adds one). Frames of
+    /// different generations never reference each other.
+    pub generation: u64,
+    /// The source's own H.264 is passed through (no encoder of ours that could be asked for
+    /// an IDR).
+    pub passthrough: bool,
 }
 
 /// Where access units go. Called on GStreamer's streaming thread, so it must be cheap and

@@ -4,14 +4,21 @@
 //! every viewer task reads it from its own position in a shared ring (a tokio broadcast
 //! channel). A viewer that falls more than `capacity` frames behind is told how many it missed
 //! and skips to the next keyframe; nobody else waits for it.
+//!
+//! For a passed-through source the feed also keeps the latest GOP ([`super::gop`]): a viewer
+//! subscribing with [`FrameFeed::subscribe_with_gop`] gets the cached frames and a receiver
+//! that starts exactly after them, taken under the lock that `publish` holds, so the handoff
+//! from cache to live neither skips nor repeats a frame.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 
+use super::gop::{GopCache, GopCounters, GopOptions};
 use super::keyframe::{KeyframeAction, KeyframeCoalescer};
+use crate::media::SourceInfo;
 use crate::rtp::Frame;
 
 /// Frames a viewer may fall behind before it is skipped ahead (30 = one second at 30 fps).
@@ -21,26 +28,82 @@ pub const DEFAULT_CAPACITY: usize = 30;
 pub struct FrameFeed {
     tx: broadcast::Sender<Arc<Frame>>,
     published: Arc<AtomicU64>,
+    /// The latest GOP of a passed-through source; None when configured off (and for audio).
+    /// Publishing and subscribing with the GOP both happen under this lock.
+    gop: Option<Arc<Mutex<GopCache>>>,
 }
 
 impl FrameFeed {
+    /// A feed without a GOP cache.
     pub fn new(capacity: usize) -> Self {
+        Self::with_gop(capacity, GopOptions::OFF)
+    }
+
+    /// A feed that keeps the latest GOP while [`Self::on_source`] says the source is passed
+    /// through (and `gop` enables it).
+    pub fn with_gop(capacity: usize, gop: GopOptions) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(2));
         Self {
             tx,
             published: Arc::new(AtomicU64::new(0)),
+            gop: gop
+                .enabled()
+                .then(|| Arc::new(Mutex::new(GopCache::new(gop)))),
         }
     }
 
-    /// Called on the capture thread once per encoded frame. Never blocks.
+    /// Where the frames published next come from; call it before publishing them.
+    pub fn on_source(&self, source: SourceInfo) {
+        if let Some(gop) = &self.gop {
+            lock(gop).on_source(source);
+        }
+    }
+
+    /// Called on the capture thread once per encoded frame. Never blocks (the GOP lock is
+    /// only held to append a frame or to copy the cache's list of `Arc`s).
     pub fn publish(&self, frame: Arc<Frame>) {
         self.published.fetch_add(1, Ordering::Relaxed);
+        let _held = self.gop.as_ref().map(|gop| {
+            let mut g = lock(gop);
+            g.push(&frame, Instant::now());
+            g
+        });
         // Err only means nobody is watching right now.
         let _ = self.tx.send(frame);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
         self.tx.subscribe()
+    }
+
+    /// The cached GOP (empty when there is none) and a receiver of every frame published
+    /// after it, with nothing in between lost or repeated.
+    pub fn subscribe_with_gop(
+        &self,
+        now: Instant,
+    ) -> (Vec<Arc<Frame>>, broadcast::Receiver<Arc<Frame>>) {
+        match &self.gop {
+            Some(gop) => {
+                let g = lock(gop);
+                (g.snapshot(now), self.tx.subscribe())
+            }
+            None => (Vec::new(), self.tx.subscribe()),
+        }
+    }
+
+    /// The cache's limits ([`GopOptions::OFF`] without one).
+    pub fn gop_options(&self) -> GopOptions {
+        self.gop
+            .as_ref()
+            .map_or(GopOptions::OFF, |g| lock(g).options())
+    }
+
+    /// What the cache holds (frames, bytes) and did; None without a cache.
+    pub fn gop_status(&self) -> Option<(usize, usize, GopCounters)> {
+        self.gop.as_ref().map(|g| {
+            let g = lock(g);
+            (g.len(), g.bytes(), g.counters())
+        })
     }
 
     pub fn published(&self) -> u64 {
@@ -146,6 +209,12 @@ impl KeyframeRequests {
     }
 }
 
+/// A poisoned lock only means a thread panicked holding it; at worst the cache is a GOP cut
+/// short, and the next IDR starts it over.
+fn lock(m: &Mutex<GopCache>) -> MutexGuard<'_, GopCache> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -157,6 +226,57 @@ async fn sleep_until(deadline: Option<Instant>) {
 mod tests {
     use super::*;
     use tokio::sync::broadcast::error::TryRecvError;
+
+    fn frame(keyframe: bool, ts: u32) -> Arc<Frame> {
+        let mut f = Frame::new();
+        f.begin(16);
+        let start = f.start_packet();
+        f.put_slice(&[0x41; 16]);
+        f.end_packet(start, true);
+        f.finish(ts, keyframe);
+        Arc::new(f)
+    }
+
+    /// Viewers joining while the camera publishes get the cached GOP and then the live
+    /// frames with none lost or repeated at the handoff: snapshot and subscribe happen under
+    /// the lock `publish` holds.
+    #[test]
+    fn a_gop_subscriber_gets_every_frame_once_across_the_handoff() {
+        const FRAMES: u32 = 3000;
+        let feed = FrameFeed::with_gop(FRAMES as usize, GopOptions::default());
+        feed.on_source(SourceInfo {
+            generation: 1,
+            passthrough: true,
+        });
+        feed.publish(frame(true, 0));
+        let publisher = std::thread::spawn({
+            let feed = feed.clone();
+            move || {
+                for i in 1..FRAMES {
+                    feed.publish(frame(i % 30 == 0, i));
+                }
+            }
+        });
+        let mut joined = Vec::new();
+        loop {
+            let done = publisher.is_finished();
+            joined.push(feed.subscribe_with_gop(Instant::now()));
+            if done || joined.len() == 100 {
+                break;
+            }
+        }
+        publisher.join().unwrap();
+        for (cached, mut rx) in joined {
+            let mut seen: Vec<u32> = cached.iter().map(|f| f.timestamp()).collect();
+            while let Ok(f) = rx.try_recv() {
+                seen.push(f.timestamp());
+            }
+            assert!(cached.first().is_some_and(|f| f.is_keyframe()));
+            let first = seen[0];
+            let expected: Vec<u32> = (first..FRAMES).collect();
+            assert_eq!(seen, expected, "cached then live, each frame once");
+        }
+    }
 
     /// A viewer that stops reading costs the others nothing: the publisher never waits, the
     /// reader keeps up, and the stuck one is told how much it missed.

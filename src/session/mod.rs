@@ -3,6 +3,8 @@
 //! - [`sdp`]: what we accept in an offer and how we shape the answer (sans-IO).
 //! - [`keyframe`]: merging keyframe requests from many viewers (sans-IO).
 //! - [`feed`]: the packetized frames every viewer reads, and keyframe requests going back.
+//! - [`gop`]: the latest GOP of a passed-through camera, and a joining viewer's catch-up
+//!   from it (sans-IO).
 //! - [`candidate`]: which remote ICE candidates a session takes (sans-IO).
 //! - [`manager`]: admission (`webrtc.max_viewers`, `webrtc.max_pending`), answering, lifetime
 //!   and cleanup.
@@ -11,6 +13,7 @@
 pub mod audio;
 pub mod candidate;
 pub mod feed;
+pub mod gop;
 mod interceptor;
 pub mod keyframe;
 pub mod manager;
@@ -22,6 +25,7 @@ mod viewer;
 pub use audio::{AudioService, G711Demand};
 pub use candidate::CandidatePolicy;
 pub use feed::{FrameFeed, KeyframeCause, KeyframeRequests};
+pub use gop::GopOptions;
 pub use manager::{
     Answer, OfferRequest, SentTotals, SessionError, SessionManager, SessionOptions, SessionSummary,
 };

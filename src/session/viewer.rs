@@ -1,7 +1,9 @@
 //! One viewer's media: read shared frames, stamp this viewer's header, write to its track.
 //!
 //! The task starts sending when the connection is up, and only from a keyframe: the first
-//! thing a decoder sees is SPS/PPS + IDR (the packetizer puts SPS/PPS in front of every IDR).
+//! thing a decoder sees is SPS/PPS + IDR (the packetizer puts SPS/PPS in front of every IDR):
+//! the cached GOP's IDR for a passed-through camera (then a paced catch-up, see
+//! [`super::gop`]), else the next IDR, which joining asks the encoder for.
 //! If the viewer falls behind (slow link, stuck socket) the shared ring overruns its position;
 //! it then skips to the next keyframe and asks for one, so it recovers with a clean picture
 //! instead of smeared P-frames, and nobody else is slowed.
@@ -17,6 +19,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
 use super::feed::{FrameFeed, KeyframeCause, KeyframeRequests};
+use super::gop::{CatchUp, CatchUpStep, Retimer};
 use super::interceptor::is_keyframe_request;
 use crate::rtp::{Frame, Stamper};
 
@@ -55,10 +58,6 @@ impl KeyframeGate {
     /// starts a new wait, i.e. when a keyframe should be requested.
     pub fn on_loss(&mut self) -> bool {
         !std::mem::replace(&mut self.waiting, true)
-    }
-
-    pub fn waiting(&self) -> bool {
-        self.waiting
     }
 }
 
@@ -137,6 +136,10 @@ pub const WRITE_STALL: Duration = Duration::from_secs(5);
 impl MediaTask {
     /// Runs until cancelled, the feed closes, or the track stops accepting packets, and says
     /// which.
+    ///
+    /// A viewer of a passed-through camera first gets the feed's cached GOP, paced, with the
+    /// live frames that arrive meanwhile queued behind it (see [`super::gop`]); everyone else
+    /// asks for a keyframe and starts at the next one.
     pub async fn run(self) -> MediaEnd {
         let MediaTask {
             track,
@@ -149,12 +152,48 @@ impl MediaTask {
             mut first_frame,
         } = self;
         let started = Instant::now();
-        let mut rx = feed.subscribe();
+        let (cached, mut rx) = feed.subscribe_with_gop(started);
+        let mut catch_up = (!cached.is_empty()).then(|| CatchUp::new(cached, &feed.gop_options()));
+        let mut retimer = Retimer::new(VIDEO_CLOCK_RATE);
         let mut gate = KeyframeGate::default();
-        if let Some(k) = &keyframes {
+        if catch_up.is_none()
+            && let Some(k) = &keyframes
+        {
             k.request(KeyframeCause::Join);
         }
+        let mut out = Out {
+            track: &track,
+            stamper: &mut stamper,
+            counters: &counters,
+            started,
+            first_frame: &mut first_frame,
+        };
         loop {
+            // The catch-up's next frame, if one is due; else when to look again.
+            let mut wake = None;
+            if let Some(up) = &mut catch_up {
+                let now = Instant::now();
+                match up.poll(now) {
+                    CatchUpStep::Send(frame) => {
+                        // Starts with the IDR: the gate opens and stays open.
+                        if gate.on_frame(frame.is_keyframe()) == GateDecision::Send {
+                            let ts = retimer.catch_up(frame.timestamp(), now);
+                            if let Err(end) = out.deliver(&frame, ts).await {
+                                return end;
+                            }
+                        }
+                        continue;
+                    }
+                    CatchUpStep::WaitUntil(t) => wake = Some(t),
+                    CatchUpStep::Done => {
+                        tracing::debug!(
+                            after_ms = started.elapsed().as_millis() as u64,
+                            "viewer caught up with the live stream"
+                        );
+                        catch_up = None;
+                    }
+                }
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return MediaEnd::Cancelled,
                 event = track.poll() => match event {
@@ -170,38 +209,91 @@ impl MediaTask {
                     // Unbound: the connection is closing.
                     None => return MediaEnd::TrackClosed,
                 },
+                _ = sleep_until(wake) => {}
                 next = rx.recv() => match next {
                     Ok(frame) => {
-                        let first = gate.waiting();
+                        if let Some(up) = &mut catch_up {
+                            let queued = up.queued() as u64 + 1;
+                            if let Err(e) = up.push_live(frame) {
+                                tracing::debug!("{e}");
+                                counters.frames_skipped.fetch_add(queued, Ordering::Relaxed);
+                                catch_up = None;
+                                lost(&mut gate, keyframes.as_ref());
+                            }
+                            continue;
+                        }
                         if gate.on_frame(frame.is_keyframe()) == GateDecision::Skip {
                             counters.frames_skipped.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
-                        if first {
-                            let ms = started.elapsed().as_millis() as u64;
-                            let _ = counters.first_frame_ms.compare_exchange(
-                                0, ms.max(1), Ordering::Relaxed, Ordering::Relaxed);
-                        }
-                        if let Err(end) = send(&track, &mut stamper, &counters, &frame).await {
-                            return end;
-                        }
-                        if let Some((offer_at, histogram)) = first_frame.take() {
-                            histogram.observe(offer_at.elapsed().as_secs_f64());
-                        }
+                        let ts = retimer.live(frame.timestamp());
+                        if let Err(end) = out.deliver(&frame, ts).await {
+                                return end;
+                            }
                     }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "viewer fell behind; skipping to the next keyframe");
-                        counters.frames_skipped.fetch_add(missed, Ordering::Relaxed);
-                        if gate.on_loss()
-                            && let Some(k) = &keyframes
-                        {
-                            k.request(KeyframeCause::Loss);
-                        }
+                        // What a catch-up still held is no use without the frames missed.
+                        let queued = catch_up.take().map_or(0, |up| up.queued() as u64);
+                        counters
+                            .frames_skipped
+                            .fetch_add(missed + queued, Ordering::Relaxed);
+                        lost(&mut gate, keyframes.as_ref());
                     }
                     Err(RecvError::Closed) => return MediaEnd::FeedClosed,
                 },
             }
         }
+    }
+}
+
+/// Frames were lost: wait for the next keyframe, and ask for one if this starts the wait.
+fn lost(gate: &mut KeyframeGate, keyframes: Option<&KeyframeRequests>) {
+    if gate.on_loss()
+        && let Some(k) = keyframes
+    {
+        k.request(KeyframeCause::Loss);
+    }
+}
+
+/// RTP clock of H.264 (RFC 6184); only video ever catches up.
+const VIDEO_CLOCK_RATE: u32 = 90_000;
+
+/// Where one viewer's frames go, and the first-frame bookkeeping.
+struct Out<'a> {
+    track: &'a TrackLocalStaticRTP,
+    stamper: &'a mut Stamper,
+    counters: &'a ViewerCounters,
+    /// When the task started, for `first_frame_ms`.
+    started: Instant,
+    /// Offer time and histogram, taken once the first frame is written.
+    first_frame: &'a mut Option<(Instant, prometheus_client::metrics::histogram::Histogram)>,
+}
+
+impl Out<'_> {
+    /// Writes one frame with RTP timestamp `ts` (before the stamper's offset).
+    async fn deliver(&mut self, frame: &Frame, ts: u32) -> Result<(), MediaEnd> {
+        if self.counters.first_frame_ms.load(Ordering::Relaxed) == 0 {
+            let ms = self.started.elapsed().as_millis() as u64;
+            let _ = self.counters.first_frame_ms.compare_exchange(
+                0,
+                ms.max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        send(self.track, self.stamper, self.counters, frame, ts).await?;
+        if let Some((offer_at, histogram)) = self.first_frame.take() {
+            histogram.observe(offer_at.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -211,8 +303,8 @@ async fn send(
     stamper: &mut Stamper,
     counters: &ViewerCounters,
     frame: &Frame,
+    ts: u32,
 ) -> Result<(), MediaEnd> {
-    let ts = frame.timestamp();
     let mut bytes = 0u64;
     let write_all = async {
         for (i, packet) in frame.iter().enumerate() {

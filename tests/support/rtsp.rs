@@ -15,6 +15,9 @@ pub struct RtspServer {
     factory: rtsp::RTSPMediaFactory,
     /// Valves inside the served pipelines, to make the stream go quiet.
     valves: Arc<Mutex<Vec<gst::Element>>>,
+    /// When an element named `keyframes` in a served pipeline passed a keyframe (the camera
+    /// produced an IDR), in order.
+    keyframes: Arc<Mutex<Vec<std::time::Instant>>>,
     main_loop: gst::glib::MainLoop,
     thread: Option<JoinHandle<()>>,
     port: i32,
@@ -43,13 +46,27 @@ impl RtspServer {
         factory.set_launch(launch);
         factory.set_shared(shared);
         let valves = Arc::new(Mutex::new(Vec::new()));
+        let keyframes = Arc::new(Mutex::new(Vec::new()));
         factory.connect_media_configure({
             let valves = valves.clone();
+            let keyframes = keyframes.clone();
             move |_, media| {
-                if let Some(bin) = media.element().downcast_ref::<gst::Bin>()
-                    && let Some(v) = bin.by_name("v")
-                {
+                let Some(bin) = media.element().downcast_ref::<gst::Bin>().cloned() else {
+                    return;
+                };
+                if let Some(v) = bin.by_name("v") {
                     valves.lock().unwrap().push(v);
+                }
+                if let Some(pad) = bin.by_name("keyframes").and_then(|e| e.static_pad("src")) {
+                    let keyframes = keyframes.clone();
+                    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                        if let Some(b) = info.buffer()
+                            && !b.flags().contains(gst::BufferFlags::DELTA_UNIT)
+                        {
+                            keyframes.lock().unwrap().push(std::time::Instant::now());
+                        }
+                        gst::PadProbeReturn::Ok
+                    });
                 }
             }
         });
@@ -69,6 +86,7 @@ impl RtspServer {
             mounts,
             factory,
             valves,
+            keyframes,
             main_loop,
             thread: Some(thread),
             port,
@@ -88,6 +106,12 @@ impl RtspServer {
 
     pub fn bring_back(&self) {
         self.mounts.add_factory("/test", self.factory.clone());
+    }
+
+    /// When the camera produced each keyframe so far (needs an element named `keyframes`
+    /// after the encoder, e.g. `identity name=keyframes`).
+    pub fn keyframe_times(&self) -> Vec<std::time::Instant> {
+        self.keyframes.lock().unwrap().clone()
     }
 
     pub fn set_quiet(&self, quiet: bool) {
