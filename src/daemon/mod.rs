@@ -396,8 +396,9 @@ pub async fn run(
 }
 
 /// The capture's sink: packetize each access unit once and publish it to every viewer.
-/// Runs on GStreamer's streaming thread.
-fn packetizing_sink(
+/// Runs on GStreamer's streaming thread. Public so that tests and benches drive the exact
+/// function the daemon runs (tests/hot_path.rs counts its allocations).
+pub fn packetizing_sink(
     packetizer: H264Packetizer,
     feed: FrameFeed,
     errors: Arc<std::sync::atomic::AtomicU64>,
