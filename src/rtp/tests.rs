@@ -436,3 +436,66 @@ fn profile_level_id_comes_from_the_last_sps() {
     packetize(&mut p, &annexb(&[&cb_3_1, &pps, &idr]), 3000);
     assert_eq!(p.profile_level_id(), Some(0x42_e0_1f));
 }
+
+#[test]
+fn pool_rewrites_a_frame_only_once_nobody_else_holds_it() {
+    use std::sync::Arc;
+    let mut p = packetizer();
+    let mut pool = FramePool::new(4);
+    let au = |len| annexb(&[&nal(0x41, len)]);
+    let first = pool
+        .fill(|f| p.packetize_into(&au(3000), 0, f))
+        .unwrap();
+    let first_bytes = depacketize(&first);
+    // A viewer still holds the first frame: the next one is a different frame, and the held
+    // one is untouched.
+    let second = pool
+        .fill(|f| p.packetize_into(&au(2000), FRAME_NS, f))
+        .unwrap();
+    assert!(!Arc::ptr_eq(&first, &second));
+    assert_eq!(depacketize(&first), first_bytes);
+    // Once every viewer let go, its `Arc` and buffers come back for the next frame.
+    let first_ptr = Arc::as_ptr(&first);
+    let first_payload = first.packet(0).payload.as_ptr();
+    drop(first);
+    let third = pool
+        .fill(|f| p.packetize_into(&au(2500), 2 * FRAME_NS, f))
+        .unwrap();
+    assert_eq!(Arc::as_ptr(&third), first_ptr);
+    assert_eq!(third.packet(0).payload.as_ptr(), first_payload);
+    assert_eq!(depacketize(&third), vec![nal(0x41, 2500)]);
+    assert_eq!(depacketize(&second), vec![nal(0x41, 2000)]);
+}
+
+#[test]
+fn pool_tracks_a_bounded_number_of_frames_and_keeps_few_spares() {
+    let mut p = packetizer();
+    let mut pool = FramePool::new(8);
+    let au = annexb(&[&nal(0x41, 500)]);
+    // A lagging holder keeps every frame: the pool makes new ones and forgets the oldest.
+    let held: Vec<_> = (0..20)
+        .map(|i| pool.fill(|f| p.packetize_into(&au, i * FRAME_NS, f)).unwrap())
+        .collect();
+    assert_eq!(pool.tracked(), 8);
+    assert!(held.iter().all(|f| depacketize(f) == vec![nal(0x41, 500)]));
+    // The holder lets go of all at once (a GOP cache dropping a GOP): one is reused, two
+    // are kept as spares, the rest are freed.
+    drop(held);
+    let next = pool.fill(|f| p.packetize_into(&au, 0, f)).unwrap();
+    assert_eq!(pool.tracked(), 1 + 2);
+    drop(next);
+}
+
+#[test]
+fn pool_keeps_the_frame_of_a_rejected_input_empty_and_reuses_it() {
+    let mut p = packetizer();
+    let mut pool = FramePool::new(2);
+    let bad = pool.fill(|f| p.packetize_into(&[1, 2, 3], 0, f));
+    assert_eq!(bad.err(), Some(PacketizeError::NoStartCode { len: 3 }));
+    assert_eq!(pool.tracked(), 1);
+    let good = pool
+        .fill(|f| p.packetize_into(&annexb(&[&nal(0x41, 50)]), 0, f))
+        .unwrap();
+    assert_eq!(pool.tracked(), 1, "the rejected input's frame was reused");
+    assert_eq!(depacketize(&good), vec![nal(0x41, 50)]);
+}
