@@ -123,15 +123,12 @@ fn production_video_path_allocates_at_most_once_per_frame() {
         ..CaptureOptions::default()
     };
     let capture = Capture::start(opts, sink).unwrap();
-    let counted = support::wait::until_blocking(
-        "counted access units",
-        Duration::from_secs(20),
-        || {
+    let counted =
+        support::wait::until_blocking("counted access units", Duration::from_secs(20), || {
             let n = counts.counted.load(Ordering::Relaxed);
             (n >= COUNTED).then_some(n)
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     capture.stop();
     drop(feed);
     let (frames, packets, lagged) = viewer.join().unwrap();
@@ -142,7 +139,10 @@ fn production_video_path_allocates_at_most_once_per_frame() {
         allocations as f64 / counted as f64
     );
     assert_eq!(errors.load(Ordering::Relaxed), 0, "packetizer errors");
-    assert!(frames >= WARM_UP + COUNTED, "viewer saw only {frames} frames");
+    assert!(
+        frames >= WARM_UP + COUNTED,
+        "viewer saw only {frames} frames"
+    );
     assert!(
         allocations <= counted,
         "{allocations} allocations over {counted} access units: more than one per frame"

@@ -421,7 +421,11 @@ pub fn packetizing_sink(
     });
     Arc::new(move |au: AccessUnit| {
         let Ok(data) = au.map() else {
-            count_dropped(&errors, "access unit", &"buffer cannot be mapped for reading");
+            count_dropped(
+                &errors,
+                "access unit",
+                &"buffer cannot be mapped for reading",
+            );
             return;
         };
         let frame = {

@@ -55,8 +55,10 @@ impl AccessUnit {
     /// from the CPU, which no pipeline we build produces.
     pub fn map(
         &self,
-    ) -> Result<gstreamer::buffer::BufferMap<'_, gstreamer::buffer::Readable>, gstreamer::glib::BoolError>
-    {
+    ) -> Result<
+        gstreamer::buffer::BufferMap<'_, gstreamer::buffer::Readable>,
+        gstreamer::glib::BoolError,
+    > {
         self.buffer.map_readable()
     }
 }

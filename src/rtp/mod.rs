@@ -13,6 +13,7 @@ mod annexb;
 mod frame;
 mod h264;
 mod opus;
+mod params;
 mod stamp;
 
 pub use annexb::{NalUnit, NalUnits};
