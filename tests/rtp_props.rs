@@ -92,7 +92,7 @@ fn ue_bytes(ues: &[u32]) -> Vec<u8> {
         bits.extend(std::iter::repeat_n(false, n as usize - 1));
         bits.extend((0..n).rev().map(|i| x >> i & 1 == 1));
     }
-    while bits.len() % 8 != 0 {
+    while !bits.len().is_multiple_of(8) {
         bits.push(true);
     }
     bits.chunks(8)

@@ -439,7 +439,8 @@ pub fn packetizing_sink(
             }
             frame
         };
-        // Unmapped before viewers are woken: nothing of GStreamer's is held past this call.
+        // Unmapped before the viewers are woken; the buffer goes back to GStreamer when this
+        // call returns (the frame holds its own copy).
         drop(data);
         publish(frame, &feed, &errors, "access unit");
     })

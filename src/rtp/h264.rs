@@ -69,10 +69,8 @@ pub struct PacketizerStats {
 /// Where a NAL's bytes come from: the input AU or our parameter-set cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
-    Input {
-        start: u32,
-        len: u32,
-    },
+    /// A NAL of the input: where it starts and how long it is.
+    Input { start: u32, len: u32 },
     /// The cached SPS with this id.
     CachedSps(u8),
     /// The cached PPS with this id.
@@ -86,7 +84,9 @@ const MAX_PARAM_SET_LEN: usize = 4096;
 /// Which parameter-set ids one AU carries itself.
 #[derive(Debug, Default, Clone, Copy)]
 struct IdSet {
+    /// Bit `id` set: the AU holds the SPS with that id (ids are 0..=31).
     sps: u32,
+    /// Bit `id` (of 256) set: the AU holds the PPS with that id.
     pps: [u64; 4],
 }
 

@@ -183,7 +183,7 @@ fn nal_with_ids(header: u8, prefix: &[u8], ues: &[u32], body: usize) -> Vec<u8> 
         bits.extend((0..8).rev().map(|i| 0x5a >> i & 1 == 1));
     }
     bits.push(true);
-    while bits.len() % 8 != 0 {
+    while !bits.len().is_multiple_of(8) {
         bits.push(false);
     }
     let mut raw = prefix.to_vec();
