@@ -1,5 +1,7 @@
 //! Packetizer throughput and allocations: ours vs `rtc`'s `H264Payloader` vs a plain copy of
-//! the same bytes (the floor no packetizer can beat).
+//! the same bytes (the floor no packetizer can beat), and the whole production path (a
+//! GStreamer buffer from the appsink → the daemon's sink → a packetized frame in the feed, read
+//! by a viewer) against the path as it was before frames were recycled.
 //!
 //! Run: `cargo bench --bench packetizer`. Each iteration packetizes one access unit; inputs
 //! cycle through a corpus so branch predictors and caches see realistic variety.
@@ -7,8 +9,14 @@
 use std::cell::Cell;
 use std::sync::LazyLock;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
 use bytes::Bytes;
+use camgate::media::{AccessUnit, SourceInfo};
 use camgate::rtp::{Frame, H264Packetizer, NalUnits, PacketizerConfig, Payloader};
+use camgate::session::FrameFeed;
+use camgate::session::sdp::ProfileLevelId;
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{AllocProfiler, Bencher, black_box};
 use gstreamer as gst;
@@ -25,6 +33,9 @@ const CORPORA: [&str; 3] = ["idr_1080p", "p_1080p", "x264_720p"];
 
 struct Corpus {
     aus: Vec<&'static [u8]>,
+    /// The same AUs as GStreamer buffers (wrapping the bytes, not copies), as the appsink
+    /// hands them over.
+    buffers: Vec<gst::Buffer>,
     /// Packets each AU becomes with our packetizer and with rtc's (for the items counter).
     ours_packets: Vec<usize>,
     rtc_packets: Vec<usize>,
@@ -125,8 +136,11 @@ fn build(name: &str) -> Corpus {
                 .len()
         })
         .collect();
+    gst::init().expect("gstreamer init");
+    let buffers = aus.iter().map(|&au| gst::Buffer::from_slice(au)).collect();
     Corpus {
         aus,
+        buffers,
         ours_packets,
         rtc_packets,
     }
@@ -222,4 +236,82 @@ fn annexb_scan_only(bencher: Bencher, name: &str) {
         .with_inputs(cycle(c, &c.ours_packets))
         .input_counter(|(au, _)| BytesCount::of_slice(*au))
         .bench_local_refs(|(au, _)| NalUnits::new(au).map(|n| n.count()));
+}
+
+/// A feed with one viewer that keeps up, as the daemon has with one watcher: the bench reads
+/// each frame back and drops it, as a viewer task does once it has sent it.
+fn feed_with_viewer() -> (FrameFeed, tokio::sync::broadcast::Receiver<Arc<Frame>>) {
+    let feed = FrameFeed::new(30);
+    let rx = feed.subscribe();
+    (feed, rx)
+}
+
+/// Yields (AU buffer, packets) cycling through the corpus.
+fn cycle_buffers(c: &'static Corpus) -> impl Fn() -> (gst::Buffer, usize) {
+    let next = Cell::new(0usize);
+    move || {
+        let i = next.get();
+        next.set((i + 1) % c.aus.len());
+        (c.buffers[i].clone(), c.ours_packets[i])
+    }
+}
+
+/// The production path: `camgate::daemon::packetizing_sink`, the function the capture calls
+/// on GStreamer's streaming thread, from the buffer to the frame a viewer reads.
+#[divan::bench(args = CORPORA)]
+fn sink_path(bencher: Bencher, name: &str) {
+    let c = corpus(name);
+    let (feed, mut rx) = feed_with_viewer();
+    let sink = camgate::daemon::packetizing_sink(
+        H264Packetizer::new(PacketizerConfig::default()).expect("config"),
+        feed,
+        Arc::new(AtomicU64::new(0)),
+        ProfileLevelId::default(),
+    );
+    let mut pts = 0u64;
+    bencher
+        .with_inputs(cycle_buffers(c))
+        .input_counter(|(b, _)| BytesCount::new(b.size()))
+        .input_counter(|(_, n)| ItemsCount::new(*n))
+        .bench_local_values(|(buffer, _)| {
+            pts += 33_333_333;
+            sink(AccessUnit {
+                buffer,
+                pts_ns: pts,
+                keyframe: false,
+                source: SourceInfo {
+                    generation: 1,
+                    passthrough: false,
+                },
+            });
+            black_box(rx.try_recv().map(|f| f.len()))
+        });
+}
+
+/// The same path as it was before (commit 3e6f43d): the AU copied out of the buffer into
+/// `Bytes`, a new `Frame` per AU, a new `Arc` for it. The baseline for `sink_path`.
+#[divan::bench(args = CORPORA)]
+fn sink_path_before(bencher: Bencher, name: &str) {
+    let c = corpus(name);
+    let (feed, mut rx) = feed_with_viewer();
+    let packetizer =
+        std::sync::Mutex::new(H264Packetizer::new(PacketizerConfig::default()).expect("config"));
+    let mut pts = 0u64;
+    bencher
+        .with_inputs(cycle_buffers(c))
+        .input_counter(|(b, _)| BytesCount::new(b.size()))
+        .input_counter(|(_, n)| ItemsCount::new(*n))
+        .bench_local_values(|(buffer, _)| {
+            pts += 33_333_333;
+            let data = Bytes::copy_from_slice(&buffer.map_readable().expect("map"));
+            let mut frame = Frame::new();
+            let r = packetizer
+                .lock()
+                .expect("lock")
+                .packetize_into(&data, pts, &mut frame);
+            if r.is_ok() && !frame.is_empty() {
+                feed.publish(Arc::new(frame));
+            }
+            black_box(rx.try_recv().map(|f| f.len()))
+        });
 }

@@ -300,9 +300,9 @@ fn h264_unit(p: &mut H264Packetizer, unit: &[u8], pts: u64, frame: &mut Frame) {
             "marker not on the last packet"
         );
     }
-    // What a receiver reassembles is what we meant to send: the cached SPS/PPS when injected,
-    // then the AU's NALs minus the ones RFC 6184 cannot or need not carry.
-    let mut expected: Vec<Vec<u8>> = Vec::new();
+    // What a receiver reassembles is what we meant to send: the cached SPS/PPS when injected
+    // (every SPS before every PPS), then the AU's NALs minus the ones RFC 6184 cannot or need
+    // not carry.
     let sent: Vec<&[u8]> = NalUnits::new(unit)
         .into_iter()
         .flatten()
@@ -313,15 +313,24 @@ fn h264_unit(p: &mut H264Packetizer, unit: &[u8], pts: u64, frame: &mut Frame) {
             Some(h) => !matches!(h & 0x1f, 0 | 9 | 12 | 24..=31),
         })
         .collect();
-    if p.stats().params_injected > injected_before {
-        let got = depacketize(frame);
-        assert!(got.len() >= 2);
-        assert_eq!(got[0].first().map(|h| h & 0x1f), Some(7));
-        assert_eq!(got[1].first().map(|h| h & 0x1f), Some(8));
-        expected.extend(got[..2].iter().cloned());
-    }
-    expected.extend(sent.iter().map(|d| d.to_vec()));
-    assert_eq!(depacketize(frame), expected, "reassembly differs");
+    let got = depacketize(frame);
+    assert!(got.len() >= sent.len(), "NALs lost");
+    let (injected, rest) = got.split_at(got.len() - sent.len());
+    assert_eq!(rest, &sent[..], "reassembly differs");
+    assert_eq!(
+        !injected.is_empty(),
+        p.stats().params_injected > injected_before,
+        "injected NALs not counted, or counted and missing"
+    );
+    let types: Vec<Option<u8>> = injected
+        .iter()
+        .map(|n| n.first().map(|h| h & 0x1f))
+        .collect();
+    let sps = types.iter().take_while(|t| **t == Some(7)).count();
+    assert!(
+        types[sps..].iter().all(|t| *t == Some(8)),
+        "injected NALs are not SPS then PPS: {types:?}"
+    );
     let has_idr = sent.iter().any(|d| d[0] & 0x1f == 5);
     assert_eq!(frame.is_keyframe(), has_idr);
 }

@@ -67,7 +67,7 @@ fn decode(aus: &[AccessUnit]) -> (usize, i32, i32) {
     pipeline.set_state(gst::State::Playing).unwrap();
     let first = aus[0].pts_ns;
     for au in aus {
-        let mut buf = gst::Buffer::from_slice(au.data.clone());
+        let mut buf = au.buffer.copy();
         buf.get_mut()
             .unwrap()
             .set_pts(gst::ClockTime::from_nseconds(au.pts_ns - first));
@@ -121,7 +121,7 @@ fn test_source_with_x264_delivers_decodable_aus_and_honours_keyframe_requests() 
     aus.extend(take(&rx, 29, Duration::from_secs(5)));
     let thirty = t0.elapsed();
 
-    let types = nal_types(&aus[0].data);
+    let types = nal_types(&aus[0].map().unwrap());
     assert!(aus[0].keyframe, "first AU must be a keyframe");
     assert!(
         types.contains(&7) && types.contains(&8) && types.contains(&5),
@@ -156,7 +156,7 @@ fn test_source_with_x264_delivers_decodable_aus_and_honours_keyframe_requests() 
             let au = take(&rx, 1, Duration::from_secs(2)).remove(0);
             waited += 1;
             if au.keyframe {
-                let types = nal_types(&au.data);
+                let types = nal_types(&au.map().unwrap());
                 assert!(types.contains(&7) && types.contains(&8), "{types:?}");
                 latencies.push((asked.elapsed(), waited));
                 break;
@@ -236,7 +236,7 @@ fn rtsp_h264_is_passed_through_without_an_encoder() {
         t0.elapsed()
     );
     assert!(aus[0].keyframe, "passthrough must start at an IDR");
-    let types = nal_types(&aus[0].data);
+    let types = nal_types(&aus[0].map().unwrap());
     assert!(types.contains(&7) && types.contains(&8), "{types:?}");
     let (frames, w, h) = decode(&aus);
     assert!(frames >= 28, "decoded {frames}");

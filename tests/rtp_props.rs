@@ -82,8 +82,36 @@ fn bytes_from_seed(len: usize, mut seed: u64, zeros: u64) -> Vec<u8> {
         .collect()
 }
 
-/// (header byte, raw body) for NAL types a camera emits, biased towards the ones with logic.
-fn nal_strategy() -> impl Strategy<Value = (u8, Vec<u8>)> {
+/// The bits of exp-Golomb numbers (H.264 §9.1), padded with ones to whole bytes: how an SPS
+/// (after its 3 profile bytes), a PPS or a slice header begins.
+fn ue_bytes(ues: &[u32]) -> Vec<u8> {
+    let mut bits: Vec<bool> = Vec::new();
+    for &v in ues {
+        let x = u64::from(v) + 1;
+        let n = 64 - x.leading_zeros();
+        bits.extend(std::iter::repeat_n(false, n as usize - 1));
+        bits.extend((0..n).rev().map(|i| x >> i & 1 == 1));
+    }
+    while !bits.len().is_multiple_of(8) {
+        bits.push(true);
+    }
+    bits.chunks(8)
+        .map(|c| c.iter().fold(0u8, |b, &bit| b << 1 | u8::from(bit)))
+        .collect()
+}
+
+/// What an SPS, PPS or IDR slice refers to; the ids are few so that they collide often.
+#[derive(Debug, Clone, Copy)]
+enum Ids {
+    None,
+    Sps(u32),
+    Pps { id: u32, sps: u32 },
+    Idr { pps: u32 },
+}
+
+/// (header byte, raw body, ids written at the body's start) for NAL types a camera emits,
+/// biased towards the ones with logic.
+fn nal_strategy() -> impl Strategy<Value = (u8, Vec<u8>, Ids)> {
     let nal_type = prop_oneof![
         Just(1u8),
         Just(5),
@@ -98,18 +126,32 @@ fn nal_strategy() -> impl Strategy<Value = (u8, Vec<u8>)> {
     // kilobyte NALs in a debug build. Zeros are frequent so emulation prevention is exercised.
     let body = (prop_oneof![1usize..64, 1usize..3000], any::<u64>(), 0u64..4)
         .prop_map(|(len, seed, zeros)| bytes_from_seed(len, seed, zeros));
-    (nal_type, 0u8..4, body).prop_map(|(t, nri, body)| ((nri << 5) | t, body))
+    (nal_type, 0u8..4, body, 0u32..3, 0u32..3, 0u32..60).prop_map(
+        |(t, nri, body, a, b, first_mb)| {
+            let (ids, mut raw) = match t {
+                7 => (
+                    Ids::Sps(a),
+                    [vec![0x42, 0xc0, 0x1f], ue_bytes(&[a])].concat(),
+                ),
+                8 => (Ids::Pps { id: a, sps: b }, ue_bytes(&[a, b])),
+                5 => (Ids::Idr { pps: a }, ue_bytes(&[first_mb, 7, a])),
+                _ => (Ids::None, Vec::new()),
+            };
+            raw.extend(body);
+            ((nri << 5) | t, raw, ids)
+        },
+    )
 }
 
 /// Access units of generated NALs; each NAL gets a 3- or 4-byte start code and maybe
 /// trailing zero bytes.
-/// One generated NAL: header, raw body, 4-byte start code?, trailing zero bytes.
-type GenNal = (u8, Vec<u8>, bool, usize);
+/// One generated NAL: header, raw body, its ids, 4-byte start code?, trailing zero bytes.
+type GenNal = (u8, Vec<u8>, Ids, bool, usize);
 
 fn stream_strategy() -> impl Strategy<Value = Vec<Vec<GenNal>>> {
-    let nal =
-        (nal_strategy(), any::<bool>(), 0usize..3).prop_map(|((h, b), four, z)| (h, b, four, z));
-    proptest::collection::vec(proptest::collection::vec(nal, 1..8), 1..5)
+    let nal = (nal_strategy(), any::<bool>(), 0usize..3)
+        .prop_map(|((h, b, ids), four, z)| (h, b, ids, four, z));
+    proptest::collection::vec(proptest::collection::vec(nal, 1..8), 1..6)
 }
 
 proptest! {
@@ -149,45 +191,64 @@ proptest! {
         }
     }
 
-    /// Valid streams come back NAL for NAL through rtc's depacketizer: minus AUD/filler, plus
-    /// cached SPS/PPS in front of IDRs that lack them.
+    /// Valid streams come back NAL for NAL through rtc's depacketizer: minus AUD/filler, plus,
+    /// in front of an IDR, the cached SPS and PPS its slices refer to (by id) that its AU
+    /// lacks: every SPS first, then every PPS.
     #[test]
     fn valid_streams_round_trip(stream in stream_strategy(), budget in 100usize..2000) {
+        use std::collections::HashMap;
         let mut p = H264Packetizer::new(PacketizerConfig { max_payload: budget }).unwrap();
         let mut f = Frame::new();
-        let (mut sps, mut pps): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+        // The model: the last SPS per id, the last PPS per id with the SPS id it names.
+        let mut sps: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut pps: HashMap<u32, (Vec<u8>, u32)> = HashMap::new();
         for (k, au) in stream.iter().enumerate() {
             let mut input = Vec::new();
             let mut expected = Vec::new();
-            let (mut has_sps, mut has_pps, mut has_idr) = (false, false, false);
-            for (header, body, four, trailing) in au {
+            let (mut carried_sps, mut carried_pps, mut wanted) = (Vec::new(), Vec::new(), Vec::new());
+            for (header, body, ids, four, trailing) in au {
                 let nal = escaped_nal(*header, body);
                 input.extend_from_slice(if *four { &[0, 0, 0, 1][..] } else { &[0, 0, 1][..] });
                 input.extend_from_slice(&nal);
                 input.extend(std::iter::repeat_n(0u8, *trailing));
-                match header & 0x1f {
-                    9 | 12 => continue,
-                    7 => { has_sps = true; sps = Some(nal.clone()); }
-                    8 => { has_pps = true; pps = Some(nal.clone()); }
-                    5 => has_idr = true,
+                if matches!(header & 0x1f, 9 | 12) {
+                    continue;
+                }
+                match *ids {
+                    Ids::Sps(id) => { carried_sps.push(id); sps.insert(id, nal.clone()); }
+                    Ids::Pps { id, sps: s } => { carried_pps.push(id); pps.insert(id, (nal.clone(), s)); }
+                    Ids::Idr { pps: id } if !wanted.contains(&id) => wanted.push(id),
                     _ => {}
                 }
                 expected.push(nal);
             }
-            if has_idr
-                && !(has_sps && has_pps)
-                && let (Some(s), Some(q)) = (&sps, &pps)
-            {
-                expected.splice(0..0, [s.clone(), q.clone()]);
+            let mut inject_sps: Vec<u32> = Vec::new();
+            let mut inject = Vec::new();
+            for id in &wanted {
+                if let Some((_, s)) = pps.get(id)
+                    && !carried_sps.contains(s)
+                    && !inject_sps.contains(s)
+                    && let Some(nal) = sps.get(s)
+                {
+                    inject_sps.push(*s);
+                    inject.push(nal.clone());
+                }
             }
+            for id in &wanted {
+                if !carried_pps.contains(id) && let Some((nal, _)) = pps.get(id) {
+                    inject.push(nal.clone());
+                }
+            }
+            expected.splice(0..0, inject);
             p.packetize_into(&input, k as u64 * 33_333_333, &mut f).unwrap();
-            prop_assert_eq!(f.is_keyframe(), has_idr);
+            prop_assert_eq!(f.is_keyframe(), !wanted.is_empty());
             for (i, pkt) in f.iter().enumerate() {
                 prop_assert!(pkt.payload.len() <= budget, "packet {} of {} bytes", i, pkt.payload.len());
                 prop_assert_eq!(pkt.marker, i + 1 == f.len());
             }
             prop_assert_eq!(depacketize(&f), expected);
         }
+        prop_assert_eq!(p.stats().unparsable_ids, 0);
     }
 }
 

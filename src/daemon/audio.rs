@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use crate::media::audio::{AudioCapture, AudioCodec, AudioOptions, AudioPacket, AudioSink};
 use crate::media::lock;
 use crate::media::talkback::{Talkback, TalkbackOptions};
-use crate::rtp::{Frame, OpusPacketizer, Payloader};
+use crate::rtp::{FramePool, OpusPacketizer, Payloader};
 use crate::session::{AudioService, FrameFeed, G711Demand};
 
 /// 50 frames = one second of 20 ms audio a viewer may fall behind before it skips ahead.
@@ -140,12 +140,13 @@ fn sends_audio(c: &AudioCapture) -> bool {
 }
 
 /// Packetizes each encoded audio frame once, into the feed of its codec. Runs on the audio
-/// pipeline's streaming thread.
+/// pipeline's streaming thread. Frames are recycled per codec as for video
+/// ([`FramePool`]), so steady state allocates nothing here.
 fn packetizing_sink(feeds: [FrameFeed; 3], errors: Arc<AtomicU64>) -> AudioSink {
-    let packetizers = Mutex::new([
-        OpusPacketizer::new(),
-        OpusPacketizer::g711(),
-        OpusPacketizer::g711(),
+    let state = Mutex::new([
+        (OpusPacketizer::new(), FramePool::new(AUDIO_POOL_FRAMES)),
+        (OpusPacketizer::g711(), FramePool::new(AUDIO_POOL_FRAMES)),
+        (OpusPacketizer::g711(), FramePool::new(AUDIO_POOL_FRAMES)),
     ]);
     Arc::new(move |packet: AudioPacket| {
         let slot = match packet.codec {
@@ -153,9 +154,15 @@ fn packetizing_sink(feeds: [FrameFeed; 3], errors: Arc<AtomicU64>) -> AudioSink 
             AudioCodec::Pcmu => 1,
             AudioCodec::Pcma => 2,
         };
-        let mut frame = Frame::new();
-        let result =
-            lock(&packetizers)[slot].packetize_into(&packet.data, packet.pts_ns, &mut frame);
-        super::publish(result, frame, &feeds[slot], &errors, "audio frame");
+        let frame = {
+            let mut state = lock(&state);
+            let (packetizer, pool) = &mut state[slot];
+            pool.fill(|f| packetizer.packetize_into(&packet.data, packet.pts_ns, f))
+        };
+        super::publish(frame, &feeds[slot], &errors, "audio frame");
     })
 }
+
+/// Published audio frames each codec's pool tracks: a lagging viewer holds up to its queue
+/// ([`AUDIO_QUEUE_FRAMES`]) before the pool gives up on those and allocates.
+const AUDIO_POOL_FRAMES: usize = AUDIO_QUEUE_FRAMES + 14;

@@ -18,7 +18,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::media::{AccessUnit, Capture, CaptureOptions, CaptureState, FrameSink};
-use crate::rtp::{Frame, H264Packetizer, PacketizerConfig, Payloader};
+use crate::rtp::{Frame, FramePool, H264Packetizer, PacketizerConfig, Payloader};
 use crate::session::{FrameFeed, KeyframeRequests, SessionManager, SessionOptions};
 use crate::signaling;
 
@@ -398,50 +398,84 @@ pub async fn run(
 }
 
 /// The capture's sink: packetize each access unit once and publish it to every viewer.
-/// Runs on GStreamer's streaming thread.
-fn packetizing_sink(
+/// Runs on GStreamer's streaming thread. Public so that tests and benches drive the exact
+/// function the daemon runs (tests/hot_path.rs counts its allocations).
+///
+/// Per access unit, in steady state: no copy before packetizing (the packetizer reads the
+/// mapped GStreamer buffer), one copy into the shared frame, and no allocation (the frame
+/// and its `Arc` come back from a [`FramePool`] once viewers have let go of them).
+pub fn packetizing_sink(
     packetizer: H264Packetizer,
     feed: FrameFeed,
     errors: Arc<std::sync::atomic::AtomicU64>,
     profile: crate::session::sdp::ProfileLevelId,
 ) -> FrameSink {
-    let packetizer = Mutex::new(packetizer);
+    /// What each access unit updates, under one lock (only the streaming thread takes it).
+    struct State {
+        /// Parameter-set cache and counters carry over from one AU to the next.
+        packetizer: H264Packetizer,
+        /// Frames the viewers have finished with, to write the next ones into.
+        pool: FramePool,
+    }
+    let state = Mutex::new(State {
+        packetizer,
+        pool: FramePool::new(VIDEO_POOL_FRAMES),
+    });
     Arc::new(move |au: AccessUnit| {
         feed.on_source(au.source);
-        let mut frame = Frame::new();
-        let result = {
-            let mut p = packetizer.lock().unwrap_or_else(|p| p.into_inner());
-            let r = p.packetize_into(&au.data, au.pts_ns, &mut frame);
+        let Ok(data) = au.map() else {
+            count_dropped(
+                &errors,
+                "access unit",
+                &"buffer cannot be mapped for reading",
+            );
+            return;
+        };
+        let frame = {
+            let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
+            let State { packetizer, pool } = &mut *guard;
+            let frame = pool.fill(|f| packetizer.packetize_into(&data, au.pts_ns, f));
             if au.keyframe
-                && let Some(id) = p.profile_level_id()
+                && let Some(id) = packetizer.profile_level_id()
             {
                 profile.set(id);
             }
-            r
+            frame
         };
-        publish(result, frame, &feed, &errors, "access unit");
+        // Unmapped before the viewers are woken; the buffer goes back to GStreamer when this
+        // call returns (the frame holds its own copy).
+        drop(data);
+        publish(frame, &feed, &errors, "access unit");
     })
 }
 
+/// Published video frames the sink's pool tracks. A frame comes back once the feed's ring and
+/// every viewer have let go of it: within a frame or two for viewers that keep up; a lagging
+/// viewer holds frames for up to the feed's capacity (30 by default), and then the pool
+/// allocates instead of waiting. 64 covers that with room to spare at one atomic load per
+/// tracked frame per access unit.
+const VIDEO_POOL_FRAMES: usize = 64;
+
 /// Hands a packetized frame to its viewers, or counts (and sparingly logs) why there is none.
 fn publish(
-    result: Result<(), crate::rtp::PacketizeError>,
-    frame: Frame,
+    frame: Result<Arc<Frame>, crate::rtp::PacketizeError>,
     feed: &FrameFeed,
     errors: &std::sync::atomic::AtomicU64,
     what: &str,
 ) {
-    match result {
-        Ok(()) if !frame.is_empty() => feed.publish(Arc::new(frame)),
-        Ok(()) => {}
-        Err(e) => {
-            let n = errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // Log the first few and then every hundredth: a broken encoder must not flood
-            // the journal.
-            if n < 5 || n.is_multiple_of(100) {
-                tracing::warn!(count = n + 1, "{what} dropped: {e}");
-            }
-        }
+    match frame {
+        Ok(frame) if !frame.is_empty() => feed.publish(frame),
+        Ok(_) => {}
+        Err(e) => count_dropped(errors, what, &e),
+    }
+}
+
+/// Counts a unit that could not be sent; logs the first few and then every hundredth, so a
+/// broken encoder cannot flood the journal.
+fn count_dropped(errors: &std::sync::atomic::AtomicU64, what: &str, why: &dyn std::fmt::Display) {
+    let n = errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if n < 5 || n.is_multiple_of(100) {
+        tracing::warn!(count = n + 1, "{what} dropped: {why}");
     }
 }
 

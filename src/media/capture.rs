@@ -483,7 +483,7 @@ impl Job {
     }
 }
 
-/// The streaming-thread hot path: copy the AU out and hand it to the sink.
+/// The streaming-thread hot path: time-stamp the AU and hand its buffer to the sink.
 fn on_sample(shared: &Shared, sink: &gst_app::AppSink) -> Result<gst::FlowSuccess, gst::FlowError> {
     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
     let Some(buffer) = sample.buffer() else {
@@ -517,12 +517,6 @@ fn on_sample(shared: &Shared, sink: &gst_app::AppSink) -> Result<gst::FlowSucces
             gst::ClockTime::from_nseconds(shared.last_frame.since_epoch().as_nanos() as u64)
         }
     };
-    // Copied, not borrowed: holding GStreamer memory while viewers send could starve a
-    // camera's fixed buffer pool, and an AU is a few KB.
-    let data = match buffer.map_readable() {
-        Ok(map) => bytes::Bytes::copy_from_slice(map.as_slice()),
-        Err(_) => return Ok(gst::FlowSuccess::Ok),
-    };
     let pts_ns = lock(&shared.pts).map(running.nseconds());
     shared.frames.fetch_add(1, Ordering::Relaxed);
     shared.last_frame.mark();
@@ -530,8 +524,10 @@ fn on_sample(shared: &Shared, sink: &gst_app::AppSink) -> Result<gst::FlowSucces
         generation: shared.generation.load(Ordering::Relaxed),
         passthrough: shared.passthrough.load(Ordering::Relaxed),
     };
+    // The buffer itself, not a copy: the sink packetizes straight from GStreamer's memory
+    // and releases it before returning (see `AccessUnit::buffer`).
     (shared.sink)(AccessUnit {
-        data,
+        buffer: buffer.to_owned(),
         pts_ns,
         keyframe,
         source,

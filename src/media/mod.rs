@@ -37,9 +37,12 @@ pub use probe::{ProbeReport, probe};
 /// before every IDR).
 #[derive(Debug, Clone)]
 pub struct AccessUnit {
-    /// The whole access unit; cloning is a reference-count bump, so the packetizer can keep
-    /// slices of it without copying.
-    pub data: bytes::Bytes,
+    /// The access unit as the pipeline delivered it: a reference to GStreamer's buffer, not a
+    /// copy. The daemon's sink maps it, packetizes it (the one copy, into the frame every
+    /// viewer shares) and lets go before it returns. A sink that keeps it holds GStreamer
+    /// memory, which for a camera may be one of a small fixed pool: copy what must outlive
+    /// the call.
+    pub buffer: gstreamer::Buffer,
     /// Presentation time in nanoseconds on a clock that only moves forward across pipeline
     /// restarts and file loops (it may jump ahead, never back).
     pub pts_ns: u64,
@@ -58,6 +61,19 @@ pub struct SourceInfo {
     /// The source's own H.264 is passed through (no encoder of ours that could be asked for
     /// an IDR).
     pub passthrough: bool,
+}
+
+impl AccessUnit {
+    /// The bytes, mapped for reading (no copy). Fails only for memory that cannot be read
+    /// from the CPU, which no pipeline we build produces.
+    pub fn map(
+        &self,
+    ) -> Result<
+        gstreamer::buffer::BufferMap<'_, gstreamer::buffer::Readable>,
+        gstreamer::glib::BoolError,
+    > {
+        self.buffer.map_readable()
+    }
 }
 
 /// Where access units go. Called on GStreamer's streaming thread, so it must be cheap and

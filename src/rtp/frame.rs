@@ -1,11 +1,14 @@
 //! The packetized form of one encoded frame, shared by every viewer.
 //!
 //! All payloads of a frame live back to back in one buffer, described by a list of
-//! (offset, len, marker). The buffer is carved out of an arena `BytesMut` that the next frame
-//! reuses: once every viewer has dropped the previous frame's `Bytes`, `BytesMut::reserve` takes
-//! the same allocation back, so steady state runs without touching the allocator. If a viewer
-//! still holds old payloads, the arena simply allocates a fresh buffer and the old one lives on
-//! until that viewer lets go: correctness never depends on reuse.
+//! (offset, len, marker). The buffer is carved out of an arena `BytesMut` that the frame's next
+//! use rewrites: once every viewer has dropped the frame (and any `Bytes` taken from it),
+//! `BytesMut::reserve` takes the same allocation back. The daemon's sinks get frames back
+//! through a [`FramePool`], which reuses a published `Arc<Frame>` once it holds the only
+//! reference, so steady state runs without touching the allocator (tests/hot_path.rs counts
+//! it on the production path). If a viewer still holds old payloads, the arena simply
+//! allocates a fresh buffer and the old one lives on until that viewer lets go: correctness
+//! never depends on reuse.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -28,9 +31,8 @@ pub struct PacketRef<'a> {
 
 /// Payloads of one encoded frame, produced by a [`super::Payloader`].
 ///
-/// Typical use: packetize into a `Frame`, wrap it in an `Arc` for the viewers, and get it back
-/// for the next frame with `Arc::get_mut`/`Arc::try_unwrap` once they are done (or start a new
-/// `Frame` if one lags; that only costs the reuse, never correctness).
+/// Typical use: [`FramePool::fill`] packetizes into a free `Frame` and returns it as an `Arc`
+/// for the viewers; the pool writes a later frame into it once they are all done with it.
 #[derive(Debug, Default)]
 pub struct Frame {
     /// Scratch space the next frame is written into.
@@ -210,5 +212,93 @@ impl<'a> IntoIterator for &'a Frame {
 
     fn into_iter(self) -> Packets<'a> {
         self.iter()
+    }
+}
+
+/// Recycles published frames, so that steady state packetizes without touching the allocator.
+///
+/// The producer publishes each frame as an `Arc<Frame>` and keeps a clone here. Viewers (the
+/// feed's ring, a viewer task sending it, a GOP cache) hold their clones as long as they need
+/// them; once ours is the only one left, [`Self::fill`] writes the next frame into it: the
+/// `Arc`, the slot list and the payload arena are all reused. When every tracked frame is
+/// still held (a viewer lags, a cache keeps a GOP), a fresh frame is made and the oldest
+/// tracked one is forgotten: it lives on with its holders and is freed by the last of them.
+/// Reuse is an optimisation only: a frame is written only while nobody else can see it.
+#[derive(Debug)]
+pub struct FramePool {
+    /// Frames we published, oldest first; the ones only we hold are free to rewrite.
+    published: std::collections::VecDeque<std::sync::Arc<Frame>>,
+    /// How many published frames we keep track of. Every one is checked on each frame (one
+    /// atomic load each), and a free one keeps its buffers, so this bounds both the scan and
+    /// the memory parked here.
+    track: usize,
+}
+
+impl FramePool {
+    /// Free frames kept beyond the one about to be reused. When a holder lets go of many at
+    /// once (a GOP cache dropping a whole GOP), keeping them all would park one arena each
+    /// for nothing; two cover a viewer releasing a frame a little after the next one comes.
+    const SPARE: usize = 2;
+
+    /// Tracks up to `track` published frames (at least 1). With viewers that keep up, frames
+    /// come back within a frame or two; the feed's ring (its capacity) bounds how long a
+    /// lagging viewer keeps one.
+    pub fn new(track: usize) -> Self {
+        let track = track.max(1);
+        Self {
+            published: std::collections::VecDeque::with_capacity(track + 1),
+            track,
+        }
+    }
+
+    /// Frames tracked right now (held by someone, or free for reuse).
+    pub fn tracked(&self) -> usize {
+        self.published.len()
+    }
+
+    /// Writes the next frame with `write` into a free frame (or a new one when none is free),
+    /// tracks it, and returns it for publishing. The frame is tracked even when `write`
+    /// fails, so its buffers are reused next time.
+    pub fn fill<E>(
+        &mut self,
+        write: impl FnOnce(&mut Frame) -> Result<(), E>,
+    ) -> Result<std::sync::Arc<Frame>, E> {
+        let mut frame = self.take_free().unwrap_or_default();
+        let result = match std::sync::Arc::get_mut(&mut frame) {
+            Some(f) => write(f),
+            // Unreachable: `take_free` returns only frames no one else holds, and a new `Arc`
+            // is unique. Stay correct rather than assume it.
+            None => {
+                let mut f = Frame::new();
+                let r = write(&mut f);
+                frame = std::sync::Arc::new(f);
+                r
+            }
+        };
+        if self.published.len() >= self.track {
+            self.published.pop_front();
+        }
+        self.published.push_back(frame.clone());
+        result.map(|()| frame)
+    }
+
+    /// Removes and returns the oldest frame no one else holds, dropping free frames beyond
+    /// [`Self::SPARE`].
+    fn take_free(&mut self) -> Option<std::sync::Arc<Frame>> {
+        let mut found = None;
+        let mut spare = 0;
+        self.published.retain_mut(|f| {
+            // The cheap load first; `get_mut` also makes sure no `Weak` exists.
+            if std::sync::Arc::strong_count(f) != 1 || std::sync::Arc::get_mut(f).is_none() {
+                return true;
+            }
+            if found.is_none() {
+                found = Some(f.clone());
+                return false;
+            }
+            spare += 1;
+            spare <= Self::SPARE
+        });
+        found
     }
 }

@@ -1,13 +1,15 @@
 //! H.264 payloader, RFC 6184 packetization-mode 1 (single NAL, STAP-A, FU-A).
 //!
 //! Input is one access unit in Annex-B byte-stream form, as `h264parse` emits with
-//! `alignment=au`. Besides splitting NALs into packets this keeps the last SPS/PPS seen and
-//! puts them in front of every IDR that arrives without them: cameras such as the Raspberry Pi
-//! encoder send parameter sets only once, and a viewer joining later could never decode
-//! anything without them.
+//! `alignment=au`. Besides splitting NALs into packets this keeps every SPS and PPS seen, by
+//! id, and puts the ones an IDR refers to (its slice header's PPS, and that PPS's SPS) in
+//! front of it when its AU lacks them: cameras such as the Raspberry Pi encoder send parameter
+//! sets only once, and a viewer joining later could never decode anything without them.
+//! Streams with several SPS/PPS (ids other than 0) exist, so the latest one is not enough.
 
 use super::annexb::NalUnits;
 use super::frame::Frame;
+use super::params::{self, PPS_IDS, SPS_IDS};
 use super::stamp::RtpClock;
 use super::{PacketizeError, PacketizerConfig, Payloader, check_input_len};
 
@@ -40,14 +42,19 @@ pub struct PacketizerStats {
     pub packets: u64,
     /// Payload bytes produced.
     pub payload_bytes: u64,
-    /// IDRs we prefixed with cached SPS/PPS because their AU lacked them.
+    /// IDR access units we prefixed with cached SPS/PPS because the AU lacked the ones its
+    /// slices refer to.
     pub params_injected: u64,
-    /// IDRs that needed SPS/PPS but none had been seen yet: late viewers cannot decode them.
+    /// IDR access units referring to a PPS (or a PPS's SPS) not seen yet: late viewers cannot
+    /// decode them.
     pub idr_without_params: u64,
     /// Access unit delimiters dropped (meaningless over RTP).
     pub dropped_aud: u64,
     /// Filler NALs dropped (padding for constant-bitrate links, wasted bandwidth here).
     pub dropped_filler: u64,
+    /// SPS, PPS or IDR slices whose ids could not be read (truncated or malformed): sent as
+    /// they are, but never cached, and nothing is injected for such a slice.
+    pub unparsable_ids: u64,
     /// NALs dropped because `forbidden_zero_bit` was set (corrupt per the spec).
     pub dropped_forbidden_bit: u64,
     /// NALs of type 0 or 24–31: unspecified in H.264 and, as 24–31, would be mistaken for
@@ -60,11 +67,42 @@ pub struct PacketizerStats {
 }
 
 /// Where a NAL's bytes come from: the input AU or our parameter-set cache.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
+    /// A NAL of the input: where it starts and how long it is.
     Input { start: u32, len: u32 },
-    CachedSps,
-    CachedPps,
+    /// The cached SPS with this id.
+    CachedSps(u8),
+    /// The cached PPS with this id.
+    CachedPps(u8),
+}
+
+/// Largest parameter set we cache. Real ones are tens of bytes (a few hundred with scaling
+/// lists); a bigger "SPS" is garbage that would otherwise be copied in front of every IDR.
+const MAX_PARAM_SET_LEN: usize = 4096;
+
+/// Which parameter-set ids one AU carries itself.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdSet {
+    /// Bit `id` set: the AU holds the SPS with that id (ids are 0..=31).
+    sps: u32,
+    /// Bit `id` (of 256) set: the AU holds the PPS with that id.
+    pps: [u64; 4],
+}
+
+impl IdSet {
+    fn add_sps(&mut self, id: u8) {
+        self.sps |= 1 << (id & 31);
+    }
+    fn has_sps(&self, id: u8) -> bool {
+        self.sps & 1 << (id & 31) != 0
+    }
+    fn add_pps(&mut self, id: u8) {
+        self.pps[usize::from(id >> 6)] |= 1 << (id & 63);
+    }
+    fn has_pps(&self, id: u8) -> bool {
+        self.pps[usize::from(id >> 6)] & 1 << (id & 63) != 0
+    }
 }
 
 /// H.264 RFC 6184 packetizer (packetization-mode 1).
@@ -72,10 +110,20 @@ enum Source {
 pub struct H264Packetizer {
     max_payload: usize,
     clock: RtpClock,
-    sps: Vec<u8>,
-    pps: Vec<u8>,
+    /// Last SPS seen for each id (empty: none yet); buffers are reused when one is replaced.
+    sps: Vec<Vec<u8>>,
+    /// Last PPS seen for each id (empty: none yet).
+    pps: Vec<Vec<u8>>,
+    /// The SPS id each cached PPS refers to.
+    pps_sps: Vec<u8>,
+    /// Id of the last SPS seen, for [`Self::profile_level_id`].
+    last_sps: Option<u8>,
     /// NALs of the current AU that will be sent, reused between frames.
     nals: Vec<Source>,
+    /// PPS ids the current AU's IDR slices refer to (usually one), reused between frames.
+    wanted: Vec<u8>,
+    /// Cached parameter sets to put in front of the current AU, reused between frames.
+    inject: Vec<Source>,
     stats: PacketizerStats,
 }
 
@@ -96,9 +144,13 @@ impl H264Packetizer {
         Self {
             max_payload,
             clock: RtpClock::new(90_000),
-            sps: Vec::new(),
-            pps: Vec::new(),
+            sps: vec![Vec::new(); SPS_IDS],
+            pps: vec![Vec::new(); PPS_IDS],
+            pps_sps: vec![0; PPS_IDS],
+            last_sps: None,
             nals: Vec::with_capacity(16),
+            wanted: Vec::with_capacity(4),
+            inject: Vec::with_capacity(4),
             stats: PacketizerStats::default(),
         }
     }
@@ -117,7 +169,8 @@ impl H264Packetizer {
     /// and level_idc, the three bytes after the SPS NAL header) from the last SPS seen; None
     /// before the first one. This is what an SDP answer must declare for the stream we send.
     pub fn profile_level_id(&self) -> Option<u32> {
-        match self.sps.get(1..4) {
+        let sps = self.last_sps.and_then(|id| self.sps.get(usize::from(id)))?;
+        match sps.get(1..4) {
             Some(&[profile, constraints, level]) => {
                 Some(u32::from(profile) << 16 | u32::from(constraints) << 8 | u32::from(level))
             }
@@ -125,9 +178,9 @@ impl H264Packetizer {
         }
     }
 
-    /// Whether both an SPS and a PPS have been seen, i.e. IDRs can be made self-contained.
+    /// Whether an SPS and a PPS have been seen (of any id).
     pub fn has_parameter_sets(&self) -> bool {
-        !self.sps.is_empty() && !self.pps.is_empty()
+        self.sps.iter().any(|s| !s.is_empty()) && self.pps.iter().any(|p| !p.is_empty())
     }
 
     fn bytes<'a>(&'a self, input: &'a [u8], src: Source) -> &'a [u8] {
@@ -136,8 +189,8 @@ impl H264Packetizer {
                 let start = start as usize;
                 &input[start..start + len as usize]
             }
-            Source::CachedSps => &self.sps,
-            Source::CachedPps => &self.pps,
+            Source::CachedSps(id) => self.sps.get(usize::from(id)).map_or(&[], Vec::as_slice),
+            Source::CachedPps(id) => self.pps.get(usize::from(id)).map_or(&[], Vec::as_slice),
         }
     }
 
@@ -147,7 +200,9 @@ impl H264Packetizer {
         let units = NalUnits::new(input).ok_or(PacketizeError::NoStartCode { len: input.len() })?;
         self.stats.junk_bytes += units.leading_junk() as u64;
         self.nals.clear();
-        let (mut has_sps, mut has_pps, mut has_idr) = (false, false, false);
+        self.wanted.clear();
+        let mut carried = IdSet::default();
+        let mut has_idr = false;
         for nal in units {
             let Some(&header) = nal.data.first() else {
                 self.stats.dropped_empty += 1;
@@ -163,17 +218,32 @@ impl H264Packetizer {
                 0 | 24..=31 => self.stats.dropped_invalid_type += 1,
                 t => {
                     match t {
-                        TYPE_SPS => {
-                            has_sps = true;
-                            self.sps.clear();
-                            self.sps.extend_from_slice(nal.data);
+                        TYPE_SPS => match params::sps_id(nal.data) {
+                            Some(id) if nal.data.len() <= MAX_PARAM_SET_LEN => {
+                                carried.add_sps(id);
+                                self.last_sps = Some(id);
+                                store(&mut self.sps, id, nal.data);
+                            }
+                            _ => self.stats.unparsable_ids += 1,
+                        },
+                        TYPE_PPS => match params::pps_ids(nal.data) {
+                            Some((id, sps)) if nal.data.len() <= MAX_PARAM_SET_LEN => {
+                                carried.add_pps(id);
+                                store(&mut self.pps, id, nal.data);
+                                if let Some(s) = self.pps_sps.get_mut(usize::from(id)) {
+                                    *s = sps;
+                                }
+                            }
+                            _ => self.stats.unparsable_ids += 1,
+                        },
+                        TYPE_IDR => {
+                            has_idr = true;
+                            match params::slice_pps_id(nal.data) {
+                                Some(id) if !self.wanted.contains(&id) => self.wanted.push(id),
+                                Some(_) => {}
+                                None => self.stats.unparsable_ids += 1,
+                            }
                         }
-                        TYPE_PPS => {
-                            has_pps = true;
-                            self.pps.clear();
-                            self.pps.extend_from_slice(nal.data);
-                        }
-                        TYPE_IDR => has_idr = true,
                         _ => {}
                     }
                     // Offsets fit: input is capped at 16 MiB.
@@ -184,23 +254,57 @@ impl H264Packetizer {
                 }
             }
         }
-        if has_idr && !(has_sps && has_pps) {
-            if self.has_parameter_sets() {
-                self.nals.insert(0, Source::CachedPps);
-                self.nals.insert(0, Source::CachedSps);
-                self.stats.params_injected += 1;
-            } else {
-                self.stats.idr_without_params += 1;
-            }
+        if has_idr {
+            self.inject_parameter_sets(carried);
         }
         Ok(has_idr)
+    }
+
+    /// Puts in front of the AU the cached SPS and PPS its IDR slices refer to that it does
+    /// not carry itself (all SPS first, as a decoder needs them before the PPS).
+    fn inject_parameter_sets(&mut self, carried: IdSet) {
+        self.inject.clear();
+        let mut missing = false;
+        for &pps in &self.wanted {
+            if self.bytes(&[], Source::CachedPps(pps)).is_empty() {
+                missing = true;
+                continue;
+            }
+            let sps = self.pps_sps.get(usize::from(pps)).copied().unwrap_or(0);
+            if carried.has_sps(sps) || self.inject.contains(&Source::CachedSps(sps)) {
+                continue;
+            }
+            if self.bytes(&[], Source::CachedSps(sps)).is_empty() {
+                missing = true;
+            } else {
+                self.inject.push(Source::CachedSps(sps));
+            }
+        }
+        for &pps in &self.wanted {
+            if !carried.has_pps(pps) && !self.bytes(&[], Source::CachedPps(pps)).is_empty() {
+                self.inject.push(Source::CachedPps(pps));
+            }
+        }
+        if missing {
+            self.stats.idr_without_params += 1;
+        }
+        if !self.inject.is_empty() {
+            self.stats.params_injected += 1;
+            self.nals.splice(0..0, self.inject.drain(..));
+        }
     }
 
     /// Upper bound of the payload bytes this AU produces, so the arena is sized once.
     fn capacity_hint(&self, input: &[u8]) -> usize {
         let nals = self.nals.len();
-        let fragments = input.len() / (self.max_payload - FU_A_HEADER) + nals;
-        input.len() + self.sps.len() + self.pps.len() + 3 * nals + FU_A_HEADER * fragments
+        let cached: usize = self
+            .nals
+            .iter()
+            .filter(|s| !matches!(s, Source::Input { .. }))
+            .map(|&s| self.bytes(&[], s).len())
+            .sum();
+        let fragments = (input.len() + cached) / (self.max_payload - FU_A_HEADER) + nals;
+        input.len() + cached + 3 * nals + FU_A_HEADER * fragments
     }
 
     fn emit(&self, input: &[u8], out: &mut Frame) {
@@ -250,6 +354,14 @@ impl H264Packetizer {
             i = end;
         }
         out.mark_last();
+    }
+}
+
+/// Replaces the cached parameter set `id` with `nal`, reusing its buffer.
+fn store(cache: &mut [Vec<u8>], id: u8, nal: &[u8]) {
+    if let Some(slot) = cache.get_mut(usize::from(id)) {
+        slot.clear();
+        slot.extend_from_slice(nal);
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Every encoded frame is packetized exactly once, into a [`Frame`] that all viewers share; a
 //! viewer only rewrites the 12-byte header through its own [`Stamper`]. That is why payloads are
-//! built in one reused arena and handed out as refcounted [`bytes::Bytes`] slices: with N viewers
-//! the per-packet cost is a header write, not a payload copy or an allocation.
+//! built in one arena and handed out as refcounted [`bytes::Bytes`] slices: with N viewers the
+//! per-packet cost is a header write, not a payload copy or an allocation. A [`FramePool`]
+//! recycles frames (arena included) once the viewers are done with them.
 //!
 //! Nothing here does I/O or looks at a clock: the caller passes the GStreamer PTS in, so tests
 //! drive the exact code the daemon runs.
@@ -12,10 +13,11 @@ mod annexb;
 mod frame;
 mod h264;
 mod opus;
+mod params;
 mod stamp;
 
 pub use annexb::{NalUnit, NalUnits};
-pub use frame::{Frame, PacketRef, Packets};
+pub use frame::{Frame, FramePool, PacketRef, Packets};
 pub use h264::{H264Packetizer, PacketizerStats};
 pub use opus::OpusPacketizer;
 pub use stamp::{RtpHeader, Stamper};

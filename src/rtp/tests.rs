@@ -167,14 +167,65 @@ fn marker_only_on_last_packet_of_multi_nal_au() {
     assert_eq!(markers(&f), vec![false, false, false, true]);
 }
 
+/// A NAL whose payload starts with `prefix` bytes, then the exp-Golomb numbers `ues`, then
+/// `body` bytes of 0x5a and the RBSP stop bit, with emulation prevention applied: how an
+/// encoder writes an SPS (prefix: profile, constraints, level; then its id), a PPS (its id, its
+/// SPS's id) or a slice header (first_mb_in_slice, slice_type, PPS id).
+fn nal_with_ids(header: u8, prefix: &[u8], ues: &[u32], body: usize) -> Vec<u8> {
+    let mut bits: Vec<bool> = Vec::new();
+    for &v in ues {
+        let x = u64::from(v) + 1;
+        let n = 64 - x.leading_zeros();
+        bits.extend(std::iter::repeat_n(false, n as usize - 1));
+        bits.extend((0..n).rev().map(|i| x >> i & 1 == 1));
+    }
+    for _ in 0..body {
+        bits.extend((0..8).rev().map(|i| 0x5a >> i & 1 == 1));
+    }
+    bits.push(true);
+    while !bits.len().is_multiple_of(8) {
+        bits.push(false);
+    }
+    let mut raw = prefix.to_vec();
+    raw.extend(
+        bits.chunks(8)
+            .map(|c| c.iter().fold(0u8, |b, &bit| b << 1 | u8::from(bit))),
+    );
+    let mut out = vec![header];
+    let mut zeros = 0;
+    for b in raw {
+        if zeros >= 2 && b <= 3 {
+            out.push(3);
+            zeros = 0;
+        }
+        out.push(b);
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+    }
+    out
+}
+
+fn sps_with_id(id: u32, body: usize) -> Vec<u8> {
+    nal_with_ids(0x67, &[0x42, 0xc0, 0x1f], &[id], body)
+}
+
+fn pps_with_ids(id: u32, sps: u32) -> Vec<u8> {
+    nal_with_ids(0x68, &[], &[id, sps], 2)
+}
+
+/// An IDR slice (slice_type 7, I) on PPS `pps`.
+fn idr_on(pps: u32, first_mb: u32, body: usize) -> Vec<u8> {
+    nal_with_ids(0x65, &[], &[first_mb, 7, pps], body)
+}
+
 #[test]
 fn cached_sps_pps_are_injected_before_idr_without_them() {
-    let sps = nal(0x67, 12);
-    let pps = nal(0x68, 5);
-    let idr = nal(0x65, 800);
+    let sps = sps_with_id(0, 8);
+    let pps = pps_with_ids(0, 0);
+    let idr = idr_on(0, 0, 800);
     let p_slice = nal(0x41, 300);
     let mut p = packetizer();
     packetize(&mut p, &annexb(&[&sps, &pps, &idr]), H1000);
+    assert_eq!(p.stats().params_injected, 0, "the AU carried its own");
     packetize(&mut p, &annexb(&[&p_slice]), H1000 + FRAME_NS);
     let f = packetize(&mut p, &annexb(&[&idr]), H1000 + 2 * FRAME_NS);
     assert_eq!(depacketize(&f), vec![sps.clone(), pps.clone(), idr.clone()]);
@@ -182,9 +233,9 @@ fn cached_sps_pps_are_injected_before_idr_without_them() {
     assert_eq!(p.stats().params_injected, 1);
     assert_eq!(p.stats().idr_without_params, 0);
 
-    // New parameter sets replace the cached ones.
-    let sps2 = nal(0x67, 14);
-    let pps2 = nal(0x68, 6);
+    // New parameter sets with the same ids replace the cached ones.
+    let sps2 = sps_with_id(0, 11);
+    let pps2 = nal_with_ids(0x68, &[], &[0, 0], 4);
     packetize(&mut p, &annexb(&[&sps2, &pps2, &idr]), H1000 + 3 * FRAME_NS);
     let f = packetize(&mut p, &annexb(&[&idr]), H1000 + 4 * FRAME_NS);
     assert_eq!(depacketize(&f), vec![sps2, pps2, idr]);
@@ -193,6 +244,82 @@ fn cached_sps_pps_are_injected_before_idr_without_them() {
     // P frames never get parameter sets.
     let f = packetize(&mut p, &annexb(&[&p_slice]), H1000 + 5 * FRAME_NS);
     assert_eq!(depacketize(&f), vec![p_slice]);
+}
+
+/// Several SPS and PPS: each IDR gets the PPS its slices name and that PPS's SPS, not the
+/// latest ones, and only those its AU does not carry.
+#[test]
+fn parameter_sets_are_cached_and_injected_by_id() {
+    let (sps0, sps1) = (sps_with_id(0, 6), sps_with_id(1, 9));
+    let (pps0, pps1, pps2) = (pps_with_ids(0, 0), pps_with_ids(1, 1), pps_with_ids(2, 0));
+    let mut p = packetizer();
+    let mut t = 0;
+    let mut run = |p: &mut H264Packetizer, nals: &[&[u8]]| {
+        t += FRAME_NS;
+        depacketize(&packetize(p, &annexb(nals), t))
+    };
+    run(
+        &mut p,
+        &[&sps0, &sps1, &pps0, &pps1, &pps2, &idr_on(0, 0, 400)],
+    );
+    assert_eq!(p.stats().params_injected, 0);
+
+    let idr1 = idr_on(1, 0, 400);
+    assert_eq!(
+        run(&mut p, &[&idr1]),
+        vec![sps1.clone(), pps1.clone(), idr1.clone()]
+    );
+    let idr2 = idr_on(2, 0, 400);
+    assert_eq!(
+        run(&mut p, &[&idr2]),
+        vec![sps0.clone(), pps2.clone(), idr2.clone()]
+    );
+    // The AU carries the PPS but not its SPS: only the SPS is added, before it.
+    assert_eq!(
+        run(&mut p, &[&pps1, &idr1]),
+        vec![sps1.clone(), pps1.clone(), idr1.clone()]
+    );
+    // Two slices on two PPS sharing SPS 0: that SPS once, then both PPS.
+    let (a, b) = (idr_on(0, 0, 300), idr_on(2, 40, 300));
+    assert_eq!(
+        run(&mut p, &[&a, &b]),
+        vec![sps0.clone(), pps0.clone(), pps2.clone(), a, b]
+    );
+    assert_eq!(p.stats().params_injected, 4);
+    assert_eq!(p.stats().idr_without_params, 0);
+    // The latest SPS seen gives the profile, whatever its id.
+    assert_eq!(p.profile_level_id(), Some(0x42_c0_1f));
+
+    // A PPS never seen: nothing to add, and counted.
+    let idr7 = idr_on(7, 0, 100);
+    assert_eq!(run(&mut p, &[&idr7]), vec![idr7]);
+    assert_eq!(p.stats().idr_without_params, 1);
+    assert_eq!(p.stats().params_injected, 4);
+    // A PPS whose SPS was never seen: the PPS is still sent, and the IDR counted.
+    let pps9 = pps_with_ids(9, 5);
+    let idr9 = idr_on(9, 0, 100);
+    run(&mut p, &[&pps9, &idr_on(0, 0, 10)]);
+    assert_eq!(run(&mut p, &[&idr9]), vec![pps9, idr9]);
+    assert_eq!(p.stats().idr_without_params, 2);
+}
+
+#[test]
+fn unreadable_ids_are_counted_never_cached() {
+    let mut p = packetizer();
+    // An SPS cut off before its id, a PPS with an out-of-range id (ue 256), an IDR with a
+    // slice_type of 10.
+    let bad_sps = [0x67, 0x42, 0xc0];
+    let bad_pps = nal_with_ids(0x68, &[], &[256, 0], 1);
+    let bad_idr = nal_with_ids(0x65, &[], &[0, 10, 0], 20);
+    let f = packetize(&mut p, &annexb(&[&bad_sps, &bad_pps, &bad_idr]), 0);
+    assert_eq!(
+        depacketize(&f),
+        vec![bad_sps.to_vec(), bad_pps.clone(), bad_idr.clone()],
+        "sent as they are"
+    );
+    assert_eq!(p.stats().unparsable_ids, 3);
+    assert!(!p.has_parameter_sets());
+    assert_eq!(p.profile_level_id(), None);
 }
 
 #[test]
@@ -435,4 +562,68 @@ fn profile_level_id_comes_from_the_last_sps() {
     let cb_3_1 = [0x67, 0x42, 0xe0, 0x1f, 0x8c];
     packetize(&mut p, &annexb(&[&cb_3_1, &pps, &idr]), 3000);
     assert_eq!(p.profile_level_id(), Some(0x42_e0_1f));
+}
+
+#[test]
+fn pool_rewrites_a_frame_only_once_nobody_else_holds_it() {
+    use std::sync::Arc;
+    let mut p = packetizer();
+    let mut pool = FramePool::new(4);
+    let au = |len| annexb(&[&nal(0x41, len)]);
+    let first = pool.fill(|f| p.packetize_into(&au(3000), 0, f)).unwrap();
+    let first_bytes = depacketize(&first);
+    // A viewer still holds the first frame: the next one is a different frame, and the held
+    // one is untouched.
+    let second = pool
+        .fill(|f| p.packetize_into(&au(2000), FRAME_NS, f))
+        .unwrap();
+    assert!(!Arc::ptr_eq(&first, &second));
+    assert_eq!(depacketize(&first), first_bytes);
+    // Once every viewer let go, its `Arc` and buffers come back for the next frame.
+    let first_ptr = Arc::as_ptr(&first);
+    let first_payload = first.packet(0).payload.as_ptr();
+    drop(first);
+    let third = pool
+        .fill(|f| p.packetize_into(&au(2500), 2 * FRAME_NS, f))
+        .unwrap();
+    assert_eq!(Arc::as_ptr(&third), first_ptr);
+    assert_eq!(third.packet(0).payload.as_ptr(), first_payload);
+    assert_eq!(depacketize(&third), vec![nal(0x41, 2500)]);
+    assert_eq!(depacketize(&second), vec![nal(0x41, 2000)]);
+}
+
+#[test]
+fn pool_tracks_a_bounded_number_of_frames_and_keeps_few_spares() {
+    let mut p = packetizer();
+    let mut pool = FramePool::new(8);
+    let au = annexb(&[&nal(0x41, 500)]);
+    // A lagging holder keeps every frame: the pool makes new ones and forgets the oldest.
+    let held: Vec<_> = (0..20)
+        .map(|i| {
+            pool.fill(|f| p.packetize_into(&au, i * FRAME_NS, f))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(pool.tracked(), 8);
+    assert!(held.iter().all(|f| depacketize(f) == vec![nal(0x41, 500)]));
+    // The holder lets go of all at once (a GOP cache dropping a GOP): one is reused, two
+    // are kept as spares, the rest are freed.
+    drop(held);
+    let next = pool.fill(|f| p.packetize_into(&au, 0, f)).unwrap();
+    assert_eq!(pool.tracked(), 1 + 2);
+    drop(next);
+}
+
+#[test]
+fn pool_keeps_the_frame_of_a_rejected_input_empty_and_reuses_it() {
+    let mut p = packetizer();
+    let mut pool = FramePool::new(2);
+    let bad = pool.fill(|f| p.packetize_into(&[1, 2, 3], 0, f));
+    assert_eq!(bad.err(), Some(PacketizeError::NoStartCode { len: 3 }));
+    assert_eq!(pool.tracked(), 1);
+    let good = pool
+        .fill(|f| p.packetize_into(&annexb(&[&nal(0x41, 50)]), 0, f))
+        .unwrap();
+    assert_eq!(pool.tracked(), 1, "the rejected input's frame was reused");
+    assert_eq!(depacketize(&good), vec![nal(0x41, 50)]);
 }
