@@ -121,7 +121,14 @@ async fn main() {
 /// so the first viewer's time is the server's and not this process's start-up.
 fn warm_up_decoder() {
     gstreamer::init().expect("GStreamer init");
-    for name in ["appsrc", "rtph264depay", "h264parse", "avdec_h264", "videoconvert", "appsink"] {
+    for name in [
+        "appsrc",
+        "rtph264depay",
+        "h264parse",
+        "avdec_h264",
+        "videoconvert",
+        "appsink",
+    ] {
         if gstreamer::ElementFactory::make(name).build().is_err() {
             eprintln!("GStreamer element {name} is missing");
         }

@@ -226,7 +226,8 @@ mod tests {
         // The timer wheel has 1 ms steps.
         let waited = second - first;
         assert!(
-            waited >= policy.join_interval && waited <= policy.join_interval + Duration::from_millis(1),
+            waited >= policy.join_interval
+                && waited <= policy.join_interval + Duration::from_millis(1),
             "{waited:?}"
         );
         // Nothing more is due: the repair went with the join's keyframe.

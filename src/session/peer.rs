@@ -449,7 +449,11 @@ mod tests {
         for tick in [1, 10, 20, 25, 30, 33, 50, 70, 100, 150, 199] {
             let s = ice_check_schedule(tick * MS);
             assert_eq!(s.0, tick * MS);
-            assert!(budget(s) >= default, "tick {tick} ms gives up after {:?}", budget(s));
+            assert!(
+                budget(s) >= default,
+                "tick {tick} ms gives up after {:?}",
+                budget(s)
+            );
             assert!(
                 budget(s) < default + tick * MS,
                 "tick {tick} ms tries for {:?}, a whole tick more than needed",
