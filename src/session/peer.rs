@@ -54,9 +54,13 @@ pub const STACK_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 pub const STACK_MAX_BINDING_REQUESTS: u16 = 7;
 /// Our tick. Every step of ICE on the stack waits for the next tick: the controlled side
 /// (us, answering) accepts the viewer's nomination only after its own check on that pair came
-/// back, so a 200 ms tick cost about 170 ms per connection on loopback. 25 ms is half the
-/// RFC 8445 pacing default (Ta = 50 ms) per pair, and with a handful of host pairs it stays a
-/// few hundred small packets a second, for the few tens of milliseconds that checking lasts.
+/// back, so a 200 ms tick cost about 170 ms per connection on loopback. The tick also bounds a
+/// second wait: as DTLS client, `rtc` 0.21 queues its ClientHello when ICE selects the pair
+/// but sends it only at the next timer, which is this tick (measured: ICE up 0.5 ms after the
+/// answer, DTLS done one tick later). The stack pings every pair each tick, so 25 ms is
+/// busier than RFC 8445's pacing (Ta = 50 ms between any two new checks): with a handful of
+/// pairs, a few hundred small packets a second while checking lasts, which is tens of
+/// milliseconds when a pair answers and the 1.4 s budget when none does.
 pub const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(25);
 
 /// The check interval and the checks per pair for a tick of `interval`, so that a pair that
