@@ -434,7 +434,10 @@ mod tests {
         let stats = Arc::new(KvsStats::with_offer_to_answer(
             timings.offer_to_answer.clone(),
         ));
-        let keyframes = KeyframeRequests::spawn(Duration::from_millis(500), Arc::new(|| {}));
+        let keyframes = KeyframeRequests::spawn(
+            crate::session::keyframe::KeyframePolicy::for_framerate(30),
+            Arc::new(|| {}),
+        );
         let sessions = SessionManager::new(
             session_options(),
             FrameFeed::new(4),

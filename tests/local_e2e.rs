@@ -470,9 +470,9 @@ async fn pli_brings_a_fresh_keyframe_and_bursts_are_coalesced() {
     .await
     .unwrap();
     // Nothing to await for "no third one": a merged follow-up comes at most one window
-    // (DEFAULT_MIN_INTERVAL) after the previous forced keyframe, so wait for it up to twice
+    // (DEFAULT_REPAIR_INTERVAL) after the previous forced keyframe, so wait for it up to twice
     // that, then count.
-    let window = camgate::session::keyframe::DEFAULT_MIN_INTERVAL * 2;
+    let window = camgate::session::keyframe::DEFAULT_REPAIR_INTERVAL * 2;
     let _ = support::wait::until_true("a merged follow-up keyframe", window, || {
         let forced = keyframes_forced(&d);
         async move { forced.await >= f1 + 2 }

@@ -19,7 +19,10 @@ fn manager(
     max_pending: usize,
     connect_timeout: Duration,
 ) -> Arc<SessionManager> {
-    let keyframes = KeyframeRequests::spawn(Duration::from_millis(500), Arc::new(|| {}));
+    let keyframes = KeyframeRequests::spawn(
+        camgate::session::keyframe::KeyframePolicy::for_framerate(30),
+        Arc::new(|| {}),
+    );
     SessionManager::new(
         SessionOptions {
             max_viewers,

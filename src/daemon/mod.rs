@@ -240,7 +240,7 @@ pub async fn run(
 
     let cap = capture.clone();
     let keyframes = KeyframeRequests::spawn(
-        crate::session::keyframe::DEFAULT_MIN_INTERVAL,
+        crate::session::keyframe::KeyframePolicy::for_framerate(opts.capture.framerate),
         Arc::new(move || {
             if let Some(c) = cap.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                 c.request_keyframe();

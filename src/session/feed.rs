@@ -10,14 +10,14 @@
 //! that starts exactly after them, taken under the lock that `publish` holds, so the handoff
 //! from cache to live neither skips nor repeats a frame.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{broadcast, mpsc};
 
 use super::gop::{GopCache, GopCounters, GopOptions};
-use super::keyframe::{KeyframeAction, KeyframeCoalescer};
+use super::keyframe::{KeyframeAction, KeyframeCoalescer, KeyframePolicy, Urgency};
 use crate::media::SourceInfo;
 use crate::rtp::Frame;
 
@@ -146,31 +146,68 @@ impl KeyframeCause {
 /// Cheap handle viewers use to ask for a keyframe; requests are merged (see `keyframe.rs`).
 #[derive(Clone)]
 pub struct KeyframeRequests {
-    tx: mpsc::Sender<()>,
+    /// Wakes the coalescing task; one slot, as the flags in `pending` say what is wanted.
+    wake: mpsc::Sender<()>,
+    /// What the coalescing task has not picked up yet, by urgency.
+    pending: Arc<PendingKinds>,
     /// Requests by [`KeyframeCause::index`].
     requested: Arc<[AtomicU64; KeyframeCause::ALL.len()]>,
+    /// Keyframes asked of the encoder after merging.
     forwarded: Arc<AtomicU64>,
 }
 
+/// Requests set by viewers and taken by the coalescing task. Flags rather than a queue of
+/// causes: a queue of one slot would drop a join behind a pending repair (and the join would
+/// then wait out the repair's window), a longer queue only repeats what a flag says.
+#[derive(Default)]
+struct PendingKinds {
+    /// A viewer joined.
+    join: AtomicBool,
+    /// A viewer sent PLI/FIR or lost frames.
+    repair: AtomicBool,
+}
+
+impl KeyframeCause {
+    /// How soon a keyframe asked for this cause may follow the last one.
+    fn urgency(self) -> Urgency {
+        match self {
+            KeyframeCause::Join => Urgency::Join,
+            KeyframeCause::PliFir | KeyframeCause::Loss => Urgency::Repair,
+        }
+    }
+}
+
 impl KeyframeRequests {
-    /// Starts the coalescing task; `force` is called (at most once per `min_interval`) to make
-    /// the encoder emit an IDR.
-    pub fn spawn(min_interval: Duration, force: Arc<dyn Fn() + Send + Sync>) -> Self {
-        // One slot is enough: a pending request already covers any that arrive behind it.
-        let (tx, mut rx) = mpsc::channel::<()>(1);
+    /// Starts the coalescing task; `force` is called (as often as `policy` allows) to make
+    /// the encoder emit an IDR. The task ends when the last handle is dropped.
+    pub fn spawn(policy: KeyframePolicy, force: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let (wake, mut rx) = mpsc::channel::<()>(1);
+        let pending = Arc::new(PendingKinds::default());
         let requested = Arc::new(Default::default());
         let forwarded = Arc::new(AtomicU64::new(0));
         let fwd = forwarded.clone();
+        let kinds = pending.clone();
+        // tokio's clock, so tests can run the task on a paused (virtual) clock.
+        let now = || tokio::time::Instant::now().into_std();
         tokio::spawn(async move {
-            let mut gate = KeyframeCoalescer::new(min_interval);
+            let mut gate = KeyframeCoalescer::new(policy);
             let mut deadline: Option<Instant> = None;
             loop {
                 let action = tokio::select! {
                     msg = rx.recv() => match msg {
-                        Some(()) => gate.request(Instant::now()),
+                        Some(()) => {
+                            // Both taken before one poll: one keyframe serves both.
+                            if kinds.join.swap(false, Ordering::AcqRel) {
+                                gate.want(Urgency::Join);
+                            }
+                            if kinds.repair.swap(false, Ordering::AcqRel) {
+                                gate.want(Urgency::Repair);
+                            }
+                            gate.poll(now())
+                        }
                         None => break,
                     },
-                    _ = sleep_until(deadline) => gate.poll(Instant::now()),
+                    _ = sleep_until(deadline) => gate.poll(now()),
                 };
                 deadline = match action {
                     KeyframeAction::RequestNow => {
@@ -184,7 +221,8 @@ impl KeyframeRequests {
             }
         });
         Self {
-            tx,
+            wake,
+            pending,
             requested,
             forwarded,
         }
@@ -192,7 +230,13 @@ impl KeyframeRequests {
 
     pub fn request(&self, cause: KeyframeCause) {
         self.requested[cause.index()].fetch_add(1, Ordering::Relaxed);
-        let _ = self.tx.try_send(());
+        let flag = match cause.urgency() {
+            Urgency::Join => &self.pending.join,
+            Urgency::Repair => &self.pending.repair,
+        };
+        flag.store(true, Ordering::Release);
+        // Full: a wake is already queued, and the task reads the flag after taking it.
+        let _ = self.wake.try_send(());
     }
 
     /// Requests from viewers by cause, every cause listed.
@@ -225,6 +269,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::sync::broadcast::error::TryRecvError;
 
     fn frame(keyframe: bool, ts: u32) -> Arc<Frame> {
@@ -276,6 +321,42 @@ mod tests {
             let expected: Vec<u32> = (first..FRAMES).collect();
             assert_eq!(seen, expected, "cached then live, each frame once");
         }
+    }
+
+    /// The driver on a virtual clock: a viewer's PLI opens the repair window, another PLI
+    /// waits in it, and a viewer joins right behind (its wake-up finds the one slot taken).
+    /// The join must neither be lost nor wait out the window: its keyframe goes one frame
+    /// interval after the last, and serves the pending repair too.
+    #[tokio::test(start_paused = true)]
+    async fn a_join_is_not_held_behind_a_pending_repair() {
+        let policy = KeyframePolicy::for_framerate(30);
+        let (tx, mut forced) = mpsc::unbounded_channel();
+        let k = KeyframeRequests::spawn(
+            policy,
+            Arc::new(move || {
+                let _ = tx.send(tokio::time::Instant::now());
+            }),
+        );
+        k.request(KeyframeCause::PliFir);
+        let first = forced.recv().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        k.request(KeyframeCause::PliFir);
+        k.request(KeyframeCause::Join);
+        let second = forced.recv().await.unwrap();
+        // The timer wheel has 1 ms steps.
+        let waited = second - first;
+        assert!(
+            waited >= policy.join_interval
+                && waited <= policy.join_interval + Duration::from_millis(1),
+            "{waited:?}"
+        );
+        // Nothing more is due: the repair went with the join's keyframe.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(forced.try_recv().is_err());
+        assert_eq!(k.forwarded(), 2);
+        let by_cause = k.requested();
+        assert!(by_cause.contains(&(KeyframeCause::PliFir, 2)));
+        assert!(by_cause.contains(&(KeyframeCause::Join, 1)));
     }
 
     /// A viewer that stops reading costs the others nothing: the publisher never waits, the

@@ -29,7 +29,7 @@ pub use gop::GopOptions;
 pub use manager::{
     Answer, OfferRequest, SentTotals, SessionError, SessionManager, SessionOptions, SessionSummary,
 };
-pub use peer::NetworkOptions;
+pub use peer::{ICE_CHECK_INTERVAL, NetworkOptions, fast_ice_checks, ice_check_schedule};
 
 /// A STUN or TURN server for one session.
 #[derive(Debug, Clone, PartialEq, Eq)]

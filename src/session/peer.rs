@@ -46,6 +46,40 @@ pub struct NetworkOptions {
     pub ice_failed_timeout: Duration,
 }
 
+/// The tick `rtc-ice` 0.21 runs its connectivity checks on unless told otherwise
+/// (`DEFAULT_CHECK_INTERVAL`, private to the crate).
+pub const STACK_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// Checks per candidate pair before the stack gives the pair up, by default
+/// (`DEFAULT_MAX_BINDING_REQUESTS`, private to the crate).
+pub const STACK_MAX_BINDING_REQUESTS: u16 = 7;
+/// Our tick. Every step of ICE on the stack waits for the next tick: the controlled side
+/// (us, answering) accepts the viewer's nomination only after its own check on that pair came
+/// back, so a 200 ms tick cost about 170 ms per connection on loopback. The tick also bounds a
+/// second wait: as DTLS client, `rtc` 0.21 queues its ClientHello when ICE selects the pair
+/// but sends it only at the next timer, which is this tick (measured: ICE up 0.5 ms after the
+/// answer, DTLS done one tick later). The stack pings every pair each tick, so 25 ms is
+/// busier than RFC 8445's pacing (Ta = 50 ms between any two new checks): with a handful of
+/// pairs, a few hundred small packets a second while checking lasts, which is tens of
+/// milliseconds when a pair answers and the 1.4 s budget when none does.
+pub const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(25);
+
+/// The check interval and the checks per pair for a tick of `interval`, so that a pair that
+/// never answers is given up after as long as with the stack's defaults (the budget is
+/// counted in ticks: 7 × 200 ms = 1.4 s). Rounded up: never sooner than the default.
+pub fn ice_check_schedule(interval: Duration) -> (Duration, u16) {
+    let interval = interval.max(Duration::from_millis(1));
+    let budget = STACK_CHECK_INTERVAL.as_nanos() * u128::from(STACK_MAX_BINDING_REQUESTS);
+    let attempts = budget.div_ceil(interval.as_nanos());
+    (interval, u16::try_from(attempts).unwrap_or(u16::MAX))
+}
+
+/// `settings` with our faster connectivity-check tick and the same failure budget. Used for
+/// every answer we build, and by the test viewers (so what tests measure is what ships).
+pub fn fast_ice_checks(settings: SettingEngineBuilder) -> SettingEngineBuilder {
+    let (interval, attempts) = ice_check_schedule(ICE_CHECK_INTERVAL);
+    settings.with_ice_connection_attempts(Some(interval), Some(attempts))
+}
+
 /// What the connection tells us, moved out of the `webrtc` callbacks through channels so the
 /// handler never holds the connection (a strong reference there would leak it).
 pub struct PeerEvents {
@@ -228,7 +262,7 @@ pub async fn build(
         .with(SLOT.into(), KeyframeRequestForwarder::default());
 
     let loopback = net.host_addresses.iter().any(|a| a.is_loopback());
-    let mut settings = SettingEngineBuilder::new()
+    let mut settings = fast_ice_checks(SettingEngineBuilder::new())
         .with_include_loopback_candidate(loopback)
         .with_ice_timeouts(
             Some(net.ice_disconnected_timeout),
@@ -391,4 +425,60 @@ pub async fn set_directions(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// The wall-clock time a silent pair is tried for (ticks × interval).
+    fn budget((interval, attempts): (Duration, u16)) -> Duration {
+        interval * u32::from(attempts)
+    }
+
+    #[test]
+    fn the_default_tick_keeps_the_default_schedule() {
+        assert_eq!(
+            ice_check_schedule(STACK_CHECK_INTERVAL),
+            (STACK_CHECK_INTERVAL, STACK_MAX_BINDING_REQUESTS)
+        );
+    }
+
+    #[test]
+    fn a_shorter_tick_tries_a_pair_for_as_long_as_the_default() {
+        let default = budget((STACK_CHECK_INTERVAL, STACK_MAX_BINDING_REQUESTS));
+        assert_eq!(default, 1400 * MS);
+        for tick in [1, 10, 20, 25, 30, 33, 50, 70, 100, 150, 199] {
+            let s = ice_check_schedule(tick * MS);
+            assert_eq!(s.0, tick * MS);
+            assert!(
+                budget(s) >= default,
+                "tick {tick} ms gives up after {:?}",
+                budget(s)
+            );
+            assert!(
+                budget(s) < default + tick * MS,
+                "tick {tick} ms tries for {:?}, a whole tick more than needed",
+                budget(s)
+            );
+        }
+    }
+
+    #[test]
+    fn our_tick_is_shorter_and_keeps_the_budget() {
+        let s = ice_check_schedule(ICE_CHECK_INTERVAL);
+        assert!(ICE_CHECK_INTERVAL < STACK_CHECK_INTERVAL);
+        assert_eq!(s, (ICE_CHECK_INTERVAL, 56));
+        assert_eq!(budget(s), 1400 * MS);
+    }
+
+    #[test]
+    fn a_zero_tick_is_not_passed_on() {
+        // rtc-ice reads a zero interval as "use the default", and the budget would divide by 0.
+        let (interval, attempts) = ice_check_schedule(Duration::ZERO);
+        assert_eq!(interval, MS);
+        assert_eq!(attempts, 1400);
+    }
 }

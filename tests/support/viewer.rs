@@ -627,7 +627,8 @@ impl TestViewer {
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_setting_engine(
-                SettingEngineBuilder::new()
+                // The daemon's check tick, so a test connects as a deployment does.
+                camgate::session::fast_ice_checks(SettingEngineBuilder::new())
                     .with_include_loopback_candidate(true)
                     .build(),
             )
