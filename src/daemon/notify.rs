@@ -50,6 +50,8 @@ pub struct Observation {
     pub viewers: usize,
     /// None in local mode.
     pub kvs: Option<KvsView>,
+    /// The WHIP publisher's status (`publish: publishing`), when `publish.enabled`.
+    pub publish: Option<String>,
 }
 
 /// Timings of the rules; [`Policy::for_stall`] derives them from the stall timeout.
@@ -285,6 +287,10 @@ impl Notifier {
     fn status_line(&self, o: &Observation, problem: Option<&Problem>) -> String {
         let phase = if self.ready { "streaming" } else { "starting" };
         let mut s = format!("{phase}: {}; {} viewer(s)", self.what, o.viewers);
+        if let Some(p) = &o.publish {
+            s.push_str("; ");
+            s.push_str(p);
+        }
         if let Some(p) = problem {
             s.push_str("; ");
             s.push_str(&p.text);
@@ -325,6 +331,7 @@ mod tests {
             last_capture_error: None,
             viewers: 0,
             kvs: None,
+            publish: None,
         }
     }
 
