@@ -91,13 +91,13 @@ impl WhipClient {
             .authorized(req)
             .send()
             .await
-            .map_err(|e| transport_failure("POST", &e))?;
+            .map_err(|e| transport_failure("POST", e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp
             .text()
             .await
-            .map_err(|e| transport_failure("POST", &e))?;
+            .map_err(|e| transport_failure("POST", e))?;
         created(&self.endpoint, status, &headers, body, SystemTime::now())
     }
 
@@ -108,7 +108,7 @@ impl WhipClient {
             .authorized(req)
             .send()
             .await
-            .map_err(|e| transport_failure("DELETE", &e))?;
+            .map_err(|e| transport_failure("DELETE", e))?;
         let status = resp.status();
         if status.is_success() || status == StatusCode::NOT_FOUND {
             Ok(())
@@ -123,11 +123,12 @@ impl WhipClient {
     }
 }
 
-fn transport_failure(what: &str, e: &reqwest::Error) -> Failure {
-    // The URL in reqwest's message has no token (it travels in a header); the error chain
-    // names the underlying cause (connection refused, DNS, TLS).
+fn transport_failure(what: &str, e: reqwest::Error) -> Failure {
+    // Without the URL: some services put a secret in its path. The token travels in a header
+    // and is never in the message. The error chain names the cause (refused, DNS, TLS).
+    let e = e.without_url();
     let mut detail = format!("{what} failed: {e}");
-    let mut src = std::error::Error::source(e);
+    let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
         detail.push_str(&format!(": {s}"));
         src = s.source();
@@ -173,6 +174,13 @@ pub fn status_failure(
     }
 }
 
+/// The start of an error body, printable and short, for the log (servers often say why:
+/// "Endpoint ID already in use", "Janus unavailable").
+fn server_words(body: &str) -> String {
+    let text: String = body.chars().filter(|c| !c.is_control()).take(120).collect();
+    text.trim().to_string()
+}
+
 /// Reads a POST's response: a 201 with an SDP answer and a `Location`, or why not.
 pub fn created(
     endpoint: &url::Url,
@@ -182,7 +190,12 @@ pub fn created(
     now: SystemTime,
 ) -> Result<Created, Failure> {
     if status != StatusCode::CREATED {
-        return Err(status_failure("POST", status, headers, now));
+        let mut f = status_failure("POST", status, headers, now);
+        let said = server_words(&body);
+        if !said.is_empty() {
+            f.detail.push_str(&format!("; the server said {said:?}"));
+        }
+        return Err(f);
     }
     let location = headers
         .get(header::LOCATION)
