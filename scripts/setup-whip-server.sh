@@ -2,11 +2,12 @@
 # Installs meetecho's simple-whip-server (the WHIP front of Janus) for tests/publish_janus.rs:
 # the Debian package's JavaScript, unpacked (its Debian dependencies clash with the Node.js
 # the tests use for Chromium), and its few npm dependencies next to it.
-#   setup-whip-server.sh [DIR]    default: $CAMGATE_WHIP_SERVER_DIR or /opt/camgate-test/simple-whip-server
+#   setup-whip-server.sh [DIR]    default: $CAMGATE_WHIP_SERVER_DIR or ~/.cache/camgate-test/simple-whip-server
+# (where tests/support/janus.rs looks). Needs no root: apt-get download and npm only.
 # Safe to run again: does nothing when DIR is complete.
 set -euo pipefail
 
-dir="${1:-${CAMGATE_WHIP_SERVER_DIR:-/opt/camgate-test/simple-whip-server}}"
+dir="${1:-${CAMGATE_WHIP_SERVER_DIR:-$HOME/.cache/camgate-test/simple-whip-server}}"
 if [ -f "$dir/src/server.js" ] && [ -d "$dir/node_modules/express" ] && [ -d "$dir/node_modules/websocket" ]; then
   exit 0
 fi

@@ -378,6 +378,17 @@ fn check_publish(c: &mut Checker<'_>) {
     if let Some(u) = &p.whip_url {
         // The URL may carry a secret (Cloudflare puts the stream key in its path): never echo it.
         match url::Url::parse(u) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.host_str().is_some()
+                    && !url.username().is_empty()
+                    && p.bearer_token.is_some() =>
+            {
+                c.push(
+                    "publish.bearer_token",
+                    "publish.bearer_token: publish.whip_url already carries credentials (user:password@, sent as HTTP Basic); keep one of the two".into(),
+                );
+            }
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
             Ok(_) => c.push(
                 "publish.whip_url",

@@ -40,6 +40,13 @@ const OPUS_PT: u8 = 111;
 const DEFAULT_PROFILE: u32 = 0x42e01f;
 /// How long a DELETE may take at shutdown or before republishing.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(2);
+/// ICE timeouts of the publishing peer: no traffic from the SFU for 3 s is "disconnected",
+/// 3 s more is "failed" (viewers get 5 + 10 s). An SFU that vanished (crashed, restarted)
+/// takes every viewer behind it along, so giving up sooner means they are back sooner; a
+/// false alarm costs one POST and a keyframe. The SFU's RTCP reports (about every second) and
+/// our 2 s consent checks keep a live connection well inside it.
+const ICE_DISCONNECTED: Duration = Duration::from_secs(3);
+const ICE_FAILED: Duration = Duration::from_secs(3);
 
 /// `[publish]`, validated.
 #[derive(Debug, Clone)]
@@ -226,12 +233,14 @@ impl Attempt {
 impl Publisher {
     /// Starts publishing in the background.
     pub fn start(
-        opts: PublishOptions,
+        mut opts: PublishOptions,
         feed: FrameFeed,
         keyframes: KeyframeRequests,
         audio: AudioService,
         video_profile: ProfileLevelId,
     ) -> Result<Publisher, String> {
+        opts.network.ice_disconnected_timeout = ICE_DISCONNECTED;
+        opts.network.ice_failed_timeout = ICE_FAILED;
         let client = whip::WhipClient::new(
             opts.whip_url.clone(),
             opts.token.clone(),

@@ -7,8 +7,9 @@
 //! gather on `.1` (`webrtc.host_addresses`), and so is the subscriber. The WHIP server runs on
 //! the host and reaches Janus's WebSocket transport at `.2`.
 //!
-//! Needs root (`ip netns`), `janus` and the unpacked simple-whip-server with its npm
-//! dependencies (scripts/install-deps.sh --test, which runs scripts/setup-whip-server.sh).
+//! Needs root (`ip netns`), `janus` (scripts/install-deps.sh --test) and the unpacked
+//! simple-whip-server with its npm dependencies (scripts/setup-whip-server.sh, which
+//! scripts/test.sh runs).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,7 +29,11 @@ pub const ROOM: u64 = 1234;
 fn whip_server_dir() -> PathBuf {
     std::env::var_os("CAMGATE_WHIP_SERVER_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/camgate-test/simple-whip-server"))
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/camgate-test/simple-whip-server"))
+        })
+        .unwrap_or_else(|| PathBuf::from("simple-whip-server"))
 }
 
 const JANUS_LIBS: &str = "/usr/lib/x86_64-linux-gnu/janus";
