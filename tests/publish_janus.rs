@@ -117,6 +117,9 @@ async fn publishes_to_janus_survives_its_restart_and_local_viewers_keep_decoding
         (republished - killed).as_millis(),
         (republished - restarted).as_millis()
     );
+    // The first 201 said simple-whip-server takes trickle (Accept-Patch): the republish went
+    // out at once and its candidates followed in PATCHes.
+    assert!(p["trickled_candidates"].as_u64() >= Some(1), "{p}");
     let sub = lab.subscribe().await;
     let got = sub.wait_frames(10, Duration::from_secs(20)).await;
     assert!(
@@ -288,4 +291,74 @@ async fn a_503_with_retry_after_is_respected() {
     let (clean, _) = d.terminate();
     assert!(clean);
     local.close().await;
+}
+
+/// CPU time (user + system) of a process so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// The cost of publishing, measured: the daemon's CPU with one local viewer, without and then
+/// with publishing to Janus, in one run (1280x720@30 test pattern with the test tone). Run by
+/// scripts/measure-publish.sh against a release build; ignored in the normal test run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement: scripts/measure-publish.sh"]
+async fn measure_publish_cost() {
+    let secs: u64 = std::env::var("MEASURE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let hz = 100.0; // USER_HZ on Linux
+    let lab = JanusLab::start().await;
+    lab.create_endpoint("cam", "tok").await;
+    let mut results = Vec::new();
+    for publish in [false, true] {
+        let mut env = env_for(Some(&lab), &lab.whip_url("cam"), "tok");
+        env.retain(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "CAMGATE__SOURCE__WIDTH" | "CAMGATE__SOURCE__HEIGHT" | "CAMGATE__PUBLISH__ENABLED"
+            )
+        });
+        env.push(("CAMGATE__PUBLISH__ENABLED".into(), publish.to_string()));
+        let d = Daemon::start(&env, &[]);
+        let local = local_viewer(&d).await;
+        assert!(local.wait_frames(30, Duration::from_secs(20)).await.frames >= 30);
+        if publish {
+            wait_publishing(&d, 1, Duration::from_secs(20)).await;
+        }
+        // Settle, then measure.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (t0, f0) = (cpu_ticks(d.pid()), local.decoded().frames);
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let (t1, f1) = (cpu_ticks(d.pid()), local.decoded().frames);
+        let cpu = (t1 - t0) as f64 / hz / secs as f64 * 100.0;
+        let sent = if publish {
+            let p = publish_stats(&d).await;
+            format!(
+                ", published {} video bytes",
+                p["video_bytes_sent"].as_u64().unwrap_or(0)
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "MEASURE publish={publish}: daemon CPU {cpu:.1} % of one core over {secs} s, local viewer decoded {} frames{sent}",
+            f1 - f0
+        );
+        results.push(cpu);
+        local.close().await;
+        let _ = d.terminate();
+    }
+    eprintln!(
+        "MEASURE 1 local viewer + publishing costs {:.2}x 1 local viewer alone (+{:.1} % of a core)",
+        results[1] / results[0],
+        results[1] - results[0]
+    );
 }

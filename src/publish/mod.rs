@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
@@ -78,6 +79,8 @@ pub struct PublishStats {
     pub audio: Arc<ViewerCounters>,
     /// Publications that reached "publishing".
     connections: AtomicU64,
+    /// Local candidates sent in trickle PATCHes.
+    trickled: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -118,6 +121,8 @@ pub struct PublishSnapshot {
     pub republishes: std::collections::BTreeMap<&'static str, u64>,
     /// Publications that connected.
     pub connections: u64,
+    /// Local candidates sent in trickle PATCHes (0 while offers are complete).
+    pub trickled_candidates: u64,
     pub video_frames_sent: u64,
     pub video_bytes_sent: u64,
     pub audio_bytes_sent: u64,
@@ -145,6 +150,7 @@ impl PublishStats {
                 .map(|t| t.saturating_duration_since(now).as_secs_f64()),
             republishes: self.republishes().into_iter().collect(),
             connections: self.connections.load(Ordering::Relaxed),
+            trickled_candidates: self.trickled.load(Ordering::Relaxed),
             video_frames_sent: self.video.frames_sent.load(Ordering::Relaxed),
             video_bytes_sent: self.video.bytes_sent.load(Ordering::Relaxed),
             audio_bytes_sent: self.audio.bytes_sent.load(Ordering::Relaxed),
@@ -219,10 +225,20 @@ struct Attempt {
     answer: Option<String>,
     /// Cancels this publication's media tasks.
     media: CancellationToken,
+    /// The offer as posted (its ICE credentials and first section head trickle fragments).
+    offer: String,
+    /// Local candidates (JSON) as they are gathered, when this offer went out before
+    /// gathering finished (trickle).
+    candidates: Option<mpsc::Receiver<String>>,
+    /// PATCHes the candidates to the resource; aborted with the attempt.
+    trickle: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Attempt {
     async fn close(self) {
+        if let Some(t) = &self.trickle {
+            t.abort();
+        }
         self.media.cancel();
         if let Err(e) = self.peer.pc.close().await {
             tracing::debug!("closing the publishing peer: {e}");
@@ -279,6 +295,10 @@ async fn drive(ctx: Context, mut m: PublishMachine, stop: CancellationToken) {
     let mut attempt: Option<Attempt> = None;
     // ICE servers from the last 201's `Link` headers, used from the next offer on.
     let mut link_servers: Vec<IceServer> = Vec::new();
+    // The last 201 said the server takes trickle PATCHes (`Accept-Patch`): the next offer
+    // goes out without waiting for gathering, its candidates follow. The first offer, before
+    // we know, is complete.
+    let mut trickle_ok = false;
     let mut actions = m.handle(Event::Start, Instant::now());
     ctx.stats.record(&m, Instant::now());
     loop {
@@ -288,10 +308,26 @@ async fn drive(ctx: Context, mut m: PublishMachine, stop: CancellationToken) {
                 Action::Post => {
                     event = Some(tokio::select! {
                         _ = stop.cancelled() => Event::Stop,
-                        r = post(&ctx, &link_servers) => match r {
-                            Ok((a, created)) => {
+                        r = post(&ctx, &link_servers, trickle_ok) => match r {
+                                Ok((mut a, created)) => {
                                 if !created.ice_servers.is_empty() {
-                                    link_servers = created.ice_servers;
+                                    link_servers = created.ice_servers.clone();
+                                }
+                                trickle_ok = created.trickle;
+                                if let Some(rx) = a.candidates.take() {
+                                    if created.trickle {
+                                        a.trickle = Some(tokio::spawn(trickle(
+                                            ctx.client.clone(),
+                                            created.resource.clone(),
+                                            created.etag.clone(),
+                                            a.offer.clone(),
+                                            rx,
+                                            a.events.gathering_done.clone(),
+                                            ctx.stats.clone(),
+                                        )));
+                                    } else {
+                                        tracing::info!("the WHIP server no longer takes trickle; the next offer will be complete");
+                                    }
                                 }
                                 attempt = Some(a);
                                 Event::Created { resource: created.resource }
@@ -317,7 +353,14 @@ async fn drive(ctx: Context, mut m: PublishMachine, stop: CancellationToken) {
                         _ = stop.cancelled() => Event::Stop,
                         r = connect(a, ctx.opts.connect_timeout) => match r {
                             Ok(()) => Event::Connected,
-                            Err(f) => Event::Failed(f),
+                            Err(f) => {
+                                if a.trickle.is_some() {
+                                    // Whatever went wrong, the next offer carries every
+                                    // candidate itself.
+                                    trickle_ok = false;
+                                }
+                                Event::Failed(f)
+                            }
                         },
                     });
                 }
@@ -394,8 +437,9 @@ fn redacted_target(url: &url::Url) -> String {
 
 type PostResult = Result<(Attempt, whip::Created), (Option<Attempt>, Failure)>;
 
-/// Builds the peer, makes a complete offer (after gathering, bounded) and POSTs it.
-async fn post(ctx: &Context, link_servers: &[IceServer]) -> PostResult {
+/// Builds the peer, makes the offer and POSTs it: complete (after gathering, bounded), or at
+/// once with candidates to follow when `trickle`.
+async fn post(ctx: &Context, link_servers: &[IceServer], trickle: bool) -> PostResult {
     let local = |stage: &str, e: &dyn std::fmt::Display| {
         Failure::new(Cause::Local, format!("{stage}: {e}"))
     };
@@ -409,6 +453,9 @@ async fn post(ctx: &Context, link_servers: &[IceServer]) -> PostResult {
         direction: Direction::SendOnly,
         talker: None,
     });
+    // Room for every candidate a host gathers (one per address and server) before the
+    // PATCH task starts reading; a full channel drops a candidate with a debug line.
+    let (tx, rx) = mpsc::channel(64);
     let (peer, events) = peer::build(
         &ctx.opts.network,
         H264_PT,
@@ -416,26 +463,36 @@ async fn post(ctx: &Context, link_servers: &[IceServer]) -> PostResult {
         audio,
         link_servers,
         0,
-        None,
+        trickle.then(|| (tx, (Some("0".to_string()), 0))),
     )
     .await
     .map_err(|e| (None, local("building the peer", &e)))?;
-    let attempt = Attempt {
+    let mut attempt = Attempt {
         peer,
         events,
         audio: with_audio,
         answer: None,
         media: CancellationToken::new(),
+        offer: String::new(),
+        candidates: trickle.then_some(rx),
+        trickle: None,
     };
-    let offer = match make_offer(&attempt, ctx.opts.gather_timeout).await {
+    let gather = if trickle {
+        Duration::ZERO
+    } else {
+        ctx.opts.gather_timeout
+    };
+    let offer = match make_offer(&attempt, gather).await {
         Ok(o) => o,
         Err(f) => return Err((Some(attempt), f)),
     };
+    attempt.offer = offer.clone();
     match ctx.client.post(&offer).await {
         Ok(created) => {
             let mut attempt = attempt;
             attempt.answer = Some(created.answer.clone());
             tracing::info!(
+                trickle,
                 trickle_offered = created.trickle,
                 ice_servers = created.ice_servers.len(),
                 audio = attempt.audio,
@@ -447,7 +504,8 @@ async fn post(ctx: &Context, link_servers: &[IceServer]) -> PostResult {
     }
 }
 
-/// Sendonly transceivers, the offer, gathering (bounded): the SDP to POST.
+/// Sendonly transceivers, the offer, gathering (bounded; zero for a trickle offer): the SDP to
+/// POST.
 async fn make_offer(a: &Attempt, gather_timeout: Duration) -> Result<String, Failure> {
     let pc = &a.peer.pc;
     let local = |stage: &str, e: &dyn std::fmt::Display| {
@@ -464,9 +522,10 @@ async fn make_offer(a: &Attempt, gather_timeout: Duration) -> Result<String, Fai
         .await
         .map_err(|e| local("applying the offer", &e))?;
     let mut done = a.events.gathering_done.clone();
-    if tokio::time::timeout(gather_timeout, done.wait_for(|d| *d))
-        .await
-        .is_err()
+    if !gather_timeout.is_zero()
+        && tokio::time::timeout(gather_timeout, done.wait_for(|d| *d))
+            .await
+            .is_err()
     {
         tracing::debug!("gathering not complete at the cap; offering what we have");
     }
@@ -474,6 +533,71 @@ async fn make_offer(a: &Attempt, gather_timeout: Duration) -> Result<String, Fai
         .await
         .map(|d| d.sdp)
         .ok_or_else(|| Failure::new(Cause::Local, "no local description after the offer"))
+}
+
+/// Sends local candidates to the resource as they are gathered (RFC 9725 §4.3.1), then
+/// `a=end-of-candidates`. Stops at the first 405/501 (the server does not take them).
+async fn trickle(
+    client: whip::WhipClient,
+    resource: String,
+    mut etag: Option<String>,
+    offer: String,
+    mut rx: mpsc::Receiver<String>,
+    mut gathered: tokio::sync::watch::Receiver<bool>,
+    stats: Arc<PublishStats>,
+) {
+    loop {
+        let mut batch = Vec::new();
+        let end = tokio::select! {
+            c = rx.recv() => match c {
+                Some(json) => {
+                    batch.push(json);
+                    false
+                }
+                None => true,
+            },
+            r = gathered.wait_for(|d| *d) => { let _ = r; true }
+        };
+        while let Ok(json) = rx.try_recv() {
+            batch.push(json);
+        }
+        let candidates: Vec<String> = batch
+            .iter()
+            .filter_map(|j| {
+                serde_json::from_str::<webrtc::peer_connection::RTCIceCandidateInit>(j)
+                    .ok()
+                    .map(|c| c.candidate)
+                    .filter(|c| !c.is_empty())
+            })
+            .collect();
+        if candidates.is_empty() && !end {
+            continue;
+        }
+        let Some(fragment) = whip::trickle_fragment(&offer, &candidates, end) else {
+            tracing::warn!("cannot trickle: the offer has no ICE credentials or section");
+            return;
+        };
+        match client.patch(&resource, etag.as_deref(), fragment).await {
+            Ok(new) => {
+                if new.is_some() {
+                    etag = new;
+                }
+                stats
+                    .trickled
+                    .fetch_add(candidates.len() as u64, Ordering::Relaxed);
+            }
+            Err(whip::PatchError::NotSupported) => {
+                tracing::info!(
+                    "the WHIP server refuses trickle PATCHes (405/501); relying on the offer's candidates"
+                );
+                return;
+            }
+            Err(whip::PatchError::Failed(f)) => tracing::info!("trickle PATCH: {}", f.detail),
+        }
+        if end {
+            return;
+        }
+    }
 }
 
 /// Applies the answer and waits for ICE+DTLS.

@@ -1,4 +1,5 @@
-//! The WHIP exchange (RFC 9725) over HTTP: POST a complete offer, DELETE the resource. Parsing the server's headers (`Location`, `Link: rel="ice-server"`,
+//! The WHIP exchange (RFC 9725) over HTTP: POST the offer, PATCH trickled candidates (RFC 8840
+//! fragments, `If-Match` the resource's ETag), DELETE the resource. Parsing the server's headers (`Location`, `Link: rel="ice-server"`,
 //! `Retry-After`, `ETag`, `Accept-Patch`) is pure and tested here; the requests are
 //! `reqwest`'s.
 
@@ -101,6 +102,47 @@ impl WhipClient {
         created(&self.endpoint, status, &headers, body, SystemTime::now())
     }
 
+    /// PATCHes a trickle fragment to the resource; `Ok` carries the resource's new ETag, if
+    /// the server sent one.
+    pub async fn patch(
+        &self,
+        resource: &str,
+        etag: Option<&str>,
+        fragment: String,
+    ) -> Result<Option<String>, PatchError> {
+        let mut req = self
+            .http
+            .patch(resource)
+            .header(header::CONTENT_TYPE, TRICKLE)
+            .body(fragment);
+        if let Some(e) = etag {
+            req = req.header(header::IF_MATCH, e);
+        }
+        let resp = self
+            .authorized(req)
+            .send()
+            .await
+            .map_err(|e| PatchError::Failed(transport_failure("PATCH", e)))?;
+        let status = resp.status();
+        match status {
+            s if s.is_success() => Ok(resp
+                .headers()
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)),
+            // RFC 9725 §4.3.1: the server does not take trickle after all.
+            StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
+                Err(PatchError::NotSupported)
+            }
+            _ => Err(PatchError::Failed(status_failure(
+                "PATCH",
+                status,
+                resp.headers(),
+                SystemTime::now(),
+            ))),
+        }
+    }
+
     /// DELETEs the resource; the caller bounds how long it waits.
     pub async fn delete(&self, resource: &str) -> Result<(), Failure> {
         let req = self.http.delete(resource);
@@ -121,6 +163,46 @@ impl WhipClient {
             ))
         }
     }
+}
+
+/// Why a trickle PATCH did not go through.
+#[derive(Debug)]
+pub enum PatchError {
+    /// 405 or 501: the server does not take trickled candidates.
+    NotSupported,
+    /// Anything else (logged; the connection may still come up on the offer's candidates).
+    Failed(Failure),
+}
+
+/// An RFC 8840 fragment for the first bundled section: the ICE credentials, the section's
+/// `m=` and `a=mid`, then the candidates (each a `candidate:…` attribute value), and
+/// `a=end-of-candidates` when gathering is done.
+pub fn trickle_fragment(offer: &str, candidates: &[String], end: bool) -> Option<String> {
+    let attr = |name: &str| {
+        offer
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix(name).map(str::to_owned))
+    };
+    let ufrag = attr("a=ice-ufrag:")?;
+    let pwd = attr("a=ice-pwd:")?;
+    let mline = offer.lines().find(|l| l.starts_with("m="))?.trim_end();
+    // "m=video 9 UDP/TLS/RTP/SAVPF 102": the port is a placeholder in a fragment.
+    let mut parts = mline.splitn(3, ' ');
+    let (kind, _port, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    let mid = attr("a=mid:")?;
+    let mut f =
+        format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n{kind} 9 {rest}\r\na=mid:{mid}\r\n");
+    for c in candidates {
+        let c = c.trim();
+        let c = c.strip_prefix("a=").unwrap_or(c);
+        if !c.is_empty() {
+            f.push_str(&format!("a={c}\r\n"));
+        }
+    }
+    if end {
+        f.push_str("a=end-of-candidates\r\n");
+    }
+    Some(f)
 }
 
 fn transport_failure(what: &str, e: reqwest::Error) -> Failure {
@@ -475,6 +557,25 @@ mod tests {
         let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
         assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn trickle_fragments_name_the_first_section_and_its_credentials() {
+        let offer = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:UF\r\n\
+                     a=ice-pwd:PW\r\na=mid:0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\n";
+        let f = trickle_fragment(
+            offer,
+            &["candidate:1 1 udp 2130706431 10.0.0.2 5000 typ host".into()],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            "a=ice-ufrag:UF\r\na=ice-pwd:PW\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\n\
+             a=candidate:1 1 udp 2130706431 10.0.0.2 5000 typ host\r\na=end-of-candidates\r\n"
+        );
+        assert!(trickle_fragment("v=0\r\n", &[], true).is_none());
     }
 
     #[test]
