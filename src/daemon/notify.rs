@@ -524,4 +524,23 @@ mod tests {
                 .is_empty()
         );
     }
+
+    #[test]
+    fn the_status_line_carries_the_publisher() {
+        let t0 = Instant::now();
+        let mut n = Notifier::new(policy(), "local (WHEP)".into(), t0);
+        let mut o = obs(t0, CaptureState::Running, 10, Some(10));
+        o.publish = Some("publish: backoff (POST: the WHIP server answered 500)".into());
+        let notices = n.poll(&o);
+        let status = notices.iter().find_map(|x| match x {
+            Notice::Status(s) => Some(s.clone()),
+            _ => None,
+        });
+        let status = status.expect("a STATUS line");
+        assert!(
+            status.contains("; publish: backoff (POST: the WHIP server answered 500)"),
+            "{status}"
+        );
+    }
+
 }
