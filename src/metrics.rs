@@ -536,4 +536,49 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
     }
+
+    #[tokio::test]
+    async fn publishing_lists_every_state_and_cause() {
+        let timings = Timings::default();
+        let keyframes = KeyframeRequests::spawn(Duration::from_millis(500), Arc::new(|| {}));
+        let sessions = SessionManager::new(
+            session_options(),
+            FrameFeed::new(4),
+            keyframes.clone(),
+            AudioService::none(),
+            Default::default(),
+            timings,
+        );
+        let publish = Arc::new(crate::publish::PublishStats::default());
+        let metrics = Metrics::new(Sources {
+            capture: Arc::new(Mutex::new(None)),
+            audio: Arc::new(Mutex::new(None)),
+            sessions,
+            keyframes,
+            publish: Some(publish.clone()),
+            signaling: Signaling::Local,
+            http: Default::default(),
+        });
+        let text = metrics.encode().unwrap();
+        assert_eq!(text.matches("camgate_publish_state{").count(), 6, "{text}");
+        assert!(
+            text.contains("camgate_publish_state{state=\"idle\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("camgate_publish_republishes_total{").count(),
+            9,
+            "{text}"
+        );
+        assert!(text.contains("camgate_publish_republishes_total{cause=\"unauthorized\"} 0\n"));
+        publish
+            .video
+            .bytes_sent
+            .fetch_add(1234, std::sync::atomic::Ordering::Relaxed);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("camgate_publish_sent_bytes_total{media=\"video\"} 1234\n"),
+            "{text}"
+        );
+    }
 }

@@ -542,5 +542,4 @@ mod tests {
             "{status}"
         );
     }
-
 }
