@@ -49,8 +49,9 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(2);
 const ICE_DISCONNECTED: Duration = Duration::from_secs(3);
 const ICE_FAILED: Duration = Duration::from_secs(3);
 
-/// `[publish]`, validated.
-#[derive(Debug, Clone)]
+/// `[publish]`, validated. Its `Debug` shows only the endpoint's host: the path may hold a
+/// secret (Cloudflare's stream key), and the token is masked by [`Token`].
+#[derive(Clone)]
 pub struct PublishOptions {
     /// The WHIP endpoint (`publish.whip_url`).
     pub whip_url: url::Url,
@@ -64,6 +65,19 @@ pub struct PublishOptions {
     pub connect_timeout: Duration,
     /// Each WHIP HTTP request, at most.
     pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for PublishOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishOptions")
+            .field("whip_url", &redacted_target(&self.whip_url))
+            .field("token", &self.token)
+            .field("network", &self.network)
+            .field("gather_timeout", &self.gather_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
 }
 
 /// The publisher's state, as health, `/stats`, metrics and the STATUS line read it.
@@ -693,6 +707,29 @@ async fn run_media(ctx: &Context, a: &Attempt) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_never_print_the_secrets() {
+        let opts = PublishOptions {
+            whip_url: url::Url::parse("https://cf.example/KEY123/webRTC/publish").unwrap(),
+            token: Some(Token("tok-s3cret".into())),
+            network: NetworkOptions {
+                host_addresses: Vec::new(),
+                nat_1to1_ips: Vec::new(),
+                stun_urls: Vec::new(),
+                ice_disconnected_timeout: Duration::from_secs(5),
+                ice_failed_timeout: Duration::from_secs(10),
+            },
+            gather_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+        };
+        let printed = format!("{opts:?}");
+        assert!(
+            !printed.contains("KEY123") && !printed.contains("tok-s3cret"),
+            "{printed}"
+        );
+    }
 
     #[test]
     fn logs_name_the_host_but_not_the_path() {
