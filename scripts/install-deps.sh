@@ -7,7 +7,10 @@
 #                            (pip, for zig from PyPI: scripts/build-alexa-skill.sh), and the
 #                            Debian package's build and test (dpkg-dev, lintian, systemd-analyze,
 #                            man; scripts/test-deb.sh) and cross-build (debootstrap, the arm64
-#                            cross compiler; scripts/build-deb.sh --target ...)
+#                            cross compiler; scripts/build-deb.sh --target ...), and Janus, the
+#                            SFU tests/publish_janus.rs publishes to (its WHIP front,
+#                            simple-whip-server, is set up by scripts/setup-whip-server.sh,
+#                            which scripts/test.sh runs)
 # Runs apt-get as root (or through sudo). Safe to run again.
 set -euo pipefail
 
@@ -42,6 +45,10 @@ if [ "$want_test" = 1 ]; then
   # The same for Prometheus: tests/metrics.rs runs its own on a loopback port, and Debian's
   # package enables a system-wide one on :9090.
   dpkg -s prometheus >/dev/null 2>&1 || new_prometheus=1
+  # The WHIP tests' SFU: tests/publish_janus.rs starts its own Janus in a network namespace.
+  # Debian starts a system-wide one on :8088/:8188 when janus is installed; keep it off.
+  pkgs+=(janus)
+  dpkg -s janus >/dev/null 2>&1 || new_janus=1
   # Node is only needed to drive Chromium with playwright-core; keep the one the machine has.
   command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 fi
@@ -54,6 +61,9 @@ if [ "${new_coturn:-0}" = 1 ] && [ -d /run/systemd/system ]; then
 fi
 if [ "${new_prometheus:-0}" = 1 ] && [ -d /run/systemd/system ]; then
   $SUDO systemctl disable --now prometheus.service || true
+fi
+if [ "${new_janus:-0}" = 1 ] && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now janus.service || true
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

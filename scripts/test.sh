@@ -10,6 +10,8 @@ if [ "${SKIP_APT:-0}" != 1 ]; then
 fi
 # playwright-core drives Debian's /usr/bin/chromium; it never downloads a browser.
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+# tests/publish_janus.rs: simple-whip-server and its npm dependencies (a no-op when present).
+bash scripts/setup-whip-server.sh
 
 # The property tests' case count: a brief run by default, more with PROPTEST_CASES=10000.
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"

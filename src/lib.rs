@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod publish;
 pub mod redact;
 pub mod rtp;
 pub mod session;

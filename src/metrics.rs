@@ -89,6 +89,8 @@ pub struct Sources {
     pub audio: Arc<Mutex<Option<AudioCapture>>>,
     pub sessions: Arc<SessionManager>,
     pub keyframes: KeyframeRequests,
+    /// The WHIP publisher, when `publish.enabled`.
+    pub publish: Option<Arc<crate::publish::PublishStats>>,
     pub signaling: Signaling,
     /// The HTTP server's connection and refusal counters.
     pub http: Arc<crate::http::ConnectionStats>,
@@ -319,6 +321,43 @@ impl Collector for DaemonCollector {
             sent.audio_bytes,
         )?;
 
+        if let Some(p) = &s.publish {
+            let phase = p.phase();
+            let states: Vec<_> = crate::publish::machine::Phase::ALL
+                .iter()
+                .map(|st| ([("state", st.as_str())], i64::from(*st == phase)))
+                .collect();
+            gauge_family(
+                &mut enc,
+                "publish_state",
+                "The WHIP publisher's state: 1 for the current one, 0 for the others.",
+                &states,
+            )?;
+            let republishes: Vec<_> = p
+                .republishes()
+                .into_iter()
+                .map(|(cause, n)| ([("cause", cause)], n))
+                .collect();
+            counter_family(
+                &mut enc,
+                "publish_republishes",
+                "WHIP publications retried after a failure, by cause: unauthorized (401/403), \
+                 unavailable (503/429), refused (other statuses), network, timeout, bad_answer, \
+                 connect_failed (ICE/DTLS never up), dropped (up, then lost), local.",
+                &republishes,
+            )?;
+            let snap = p.snapshot();
+            counter_family(
+                &mut enc,
+                "publish_sent_bytes",
+                "RTP payload bytes sent to the WHIP server, by media.",
+                &[
+                    ([("media", "video")], snap.video_bytes_sent),
+                    ([("media", "audio")], snap.audio_bytes_sent),
+                ],
+            )?;
+        }
+
         if let Signaling::Kvs(stats) = &s.signaling {
             let snap = stats.snapshot();
             let states: Vec<_> = KvsState::ALL
@@ -451,6 +490,7 @@ mod tests {
             audio: Arc::new(Mutex::new(None)),
             sessions,
             keyframes: keyframes.clone(),
+            publish: None,
             signaling: Signaling::Kvs(stats.clone()),
             http: Default::default(),
         });
@@ -498,5 +538,50 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn publishing_lists_every_state_and_cause() {
+        let timings = Timings::default();
+        let keyframes = KeyframeRequests::spawn(Duration::from_millis(500), Arc::new(|| {}));
+        let sessions = SessionManager::new(
+            session_options(),
+            FrameFeed::new(4),
+            keyframes.clone(),
+            AudioService::none(),
+            Default::default(),
+            timings,
+        );
+        let publish = Arc::new(crate::publish::PublishStats::default());
+        let metrics = Metrics::new(Sources {
+            capture: Arc::new(Mutex::new(None)),
+            audio: Arc::new(Mutex::new(None)),
+            sessions,
+            keyframes,
+            publish: Some(publish.clone()),
+            signaling: Signaling::Local,
+            http: Default::default(),
+        });
+        let text = metrics.encode().unwrap();
+        assert_eq!(text.matches("camgate_publish_state{").count(), 6, "{text}");
+        assert!(
+            text.contains("camgate_publish_state{state=\"idle\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("camgate_publish_republishes_total{").count(),
+            9,
+            "{text}"
+        );
+        assert!(text.contains("camgate_publish_republishes_total{cause=\"unauthorized\"} 0\n"));
+        publish
+            .video
+            .bytes_sent
+            .fetch_add(1234, std::sync::atomic::Ordering::Relaxed);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("camgate_publish_sent_bytes_total{media=\"video\"} 1234\n"),
+            "{text}"
+        );
     }
 }

@@ -630,4 +630,59 @@ mod tests {
         let back = load_from(Some(printed.path()), &[]).unwrap();
         assert_eq!(without_provenance(back), without_provenance(plain));
     }
+
+    #[test]
+    fn publish_needs_a_url_and_never_shows_its_secrets() {
+        assert_eq!(
+            problems("[publish]\nenabled = true\n", &[]),
+            ["publish.whip_url is required when publish.enabled = true"]
+        );
+        let bad = problems("[publish]\nwhip_url = \"ftp://sfu/SECRETPATH\"\n", &[]);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].starts_with("publish.whip_url: expected an http"),
+            "{bad:?}"
+        );
+        assert!(!bad[0].contains("SECRETPATH"), "{bad:?}");
+        let both = problems(
+            "[publish]\nwhip_url = \"http://u:p@sfu/whip\"\nbearer_token = \"t\"\n",
+            &[],
+        );
+        assert!(both[0].starts_with("publish.bearer_token:"), "{both:?}");
+        assert!(
+            problems("[publish]\nbearer_token = \"two words\"\n", &[])[0]
+                .starts_with("publish.bearer_token: must be non-empty")
+        );
+
+        // The token from the environment, masked wherever the settings are printed.
+        let s = load_from(
+            None,
+            &env(&[
+                ("CAMGATE__PUBLISH__ENABLED", "true"),
+                (
+                    "CAMGATE__PUBLISH__WHIP_URL",
+                    "https://customer-x.cloudflarestream.com/KEY123/webRTC/publish",
+                ),
+                ("CAMGATE__PUBLISH__BEARER_TOKEN", "tok-s3cret"),
+            ]),
+        )
+        .unwrap();
+        assert!(s.publish.enabled);
+        assert_eq!(s.publish.bearer_token.as_deref(), Some("tok-s3cret"));
+        let out = s.to_redacted_toml();
+        for secret in ["tok-s3cret", "KEY123"] {
+            assert!(!out.contains(secret), "{out}");
+            assert!(!format!("{s:?}").contains(secret));
+        }
+        assert!(out.contains("bearer_token = \"***\""), "{out}");
+        assert!(
+            out.contains("whip_url = \"https://customer-x.cloudflarestream.com/***\""),
+            "{out}"
+        );
+        // A type error names the key without the value.
+        assert_eq!(
+            problems("", &[("CAMGATE__PUBLISH__ENABLED", "maybe")]).len(),
+            1
+        );
+    }
 }

@@ -23,6 +23,10 @@ impl Settings {
         if copy.http.metrics_token.is_some() {
             copy.http.metrics_token = Some(MASK.to_string());
         }
+        if copy.publish.bearer_token.is_some() {
+            copy.publish.bearer_token = Some(MASK.to_string());
+        }
+        copy.publish.whip_url = copy.publish.whip_url.as_deref().map(redact_whip_url);
 
         let mut w = Writer {
             out: format!(
@@ -33,6 +37,21 @@ impl Settings {
         };
         copy.visit(&mut w);
         w.out
+    }
+}
+
+/// A WHIP URL with its path masked: some services (Cloudflare Stream) put the stream's secret
+/// key there. Scheme, host and port stay, so the printout still says where it publishes.
+pub fn redact_whip_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(p) if p.host_str().is_some() => {
+            let host = p.host_str().unwrap_or_default();
+            match p.port() {
+                Some(port) => format!("{}://{host}:{port}/{MASK}", p.scheme()),
+                None => format!("{}://{host}/{MASK}", p.scheme()),
+            }
+        }
+        _ => MASK.to_string(),
     }
 }
 

@@ -95,6 +95,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub audio: AudioSettings,
     pub kvs: KvsSettings,
+    pub publish: PublishSettings,
     pub log: LogSettings,
     /// Where the values came from, for messages; not a setting.
     pub(crate) provenance: Provenance,
@@ -202,6 +203,28 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// WHEP offers per client IP address per second; 0 = no limit.
     pub offers_per_ip_per_s: u32,
+}
+
+/// `[publish]`: publishing once to an SFU over WHIP. Its `Debug` masks the token.
+#[derive(Clone, PartialEq, Default)]
+pub struct PublishSettings {
+    /// Publish at all.
+    pub enabled: bool,
+    /// The WHIP endpoint, `http://` or `https://`. Some services put a secret in the path:
+    /// print it only through `redact_url`-like host-only forms.
+    pub whip_url: Option<String>,
+    /// Secret: sent as `Authorization: Bearer`.
+    pub bearer_token: Option<String>,
+}
+
+impl std::fmt::Debug for PublishSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishSettings")
+            .field("enabled", &self.enabled)
+            .field("whip_url", &self.whip_url.as_ref().map(|_| "(set)"))
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// `[kvs]`: only used when `signaling.mode = "kvs"`.
@@ -347,6 +370,7 @@ impl Default for Settings {
                 offers_per_ip_per_s: 2,
             },
             kvs: KvsSettings::default(),
+            publish: PublishSettings::default(),
             log: LogSettings {
                 level: "info".to_string(),
                 format: LogFormat::Auto,
@@ -447,6 +471,11 @@ impl Settings {
         v.field("kvs.iot.ca", &mut i.ca);
         v.field("kvs.iot.role_alias", &mut i.role_alias);
         v.field("kvs.iot.thing_name", &mut i.thing_name);
+
+        let p = &mut self.publish;
+        v.field("publish.enabled", &mut p.enabled);
+        v.field("publish.whip_url", &mut p.whip_url);
+        v.field("publish.bearer_token", &mut p.bearer_token);
 
         v.field("log.level", &mut self.log.level);
         v.field("log.format", &mut self.log.format);

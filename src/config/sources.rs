@@ -24,7 +24,14 @@ const LIST_KEYS: &[&str] = &[
 ];
 
 /// Keys whose values must not appear in messages.
-const SECRET_KEYS: &[&str] = &["source.password", "http.tokens", "http.metrics_token"];
+const SECRET_KEYS: &[&str] = &[
+    "source.password",
+    "http.tokens",
+    "http.metrics_token",
+    "publish.bearer_token",
+    // Cloudflare Stream's WHIP URL carries the stream's secret key in its path.
+    "publish.whip_url",
+];
 
 /// One already-collected layer of values, handed to the `config` crate for merging.
 #[derive(Clone, Debug)]

@@ -96,6 +96,7 @@ impl Settings {
         check_webrtc(&mut c);
         check_audio(&mut c);
         check_kvs(&mut c);
+        check_publish(&mut c);
         check_http(&mut c);
         check_log(&mut c);
         if c.problems.is_empty() {
@@ -378,6 +379,50 @@ fn valid_region(region: &str) -> bool {
         && region
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn check_publish(c: &mut Checker<'_>) {
+    let p = &c.s.publish;
+    if p.enabled {
+        c.required(
+            "publish.whip_url",
+            p.whip_url.is_some(),
+            "publish.enabled = true",
+        );
+    }
+    if let Some(u) = &p.whip_url {
+        // The URL may carry a secret (Cloudflare puts the stream key in its path): never echo it.
+        match url::Url::parse(u) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.host_str().is_some()
+                    && !url.username().is_empty()
+                    && p.bearer_token.is_some() =>
+            {
+                c.push(
+                    "publish.bearer_token",
+                    "publish.bearer_token: publish.whip_url already carries credentials (user:password@, sent as HTTP Basic); keep one of the two".into(),
+                );
+            }
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
+            Ok(_) => c.push(
+                "publish.whip_url",
+                "publish.whip_url: expected an http:// or https:// URL with a host".into(),
+            ),
+            Err(e) => c.push(
+                "publish.whip_url",
+                format!("publish.whip_url: not a URL ({e}); expected e.g. https://sfu.example.com/whip/endpoint/cam1"),
+            ),
+        }
+    }
+    if let Some(t) = &p.bearer_token
+        && (t.is_empty() || t.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
+    {
+        c.push(
+            "publish.bearer_token",
+            "publish.bearer_token: must be non-empty without spaces or control characters (leave it unset to send no token)".into(),
+        );
+    }
 }
 
 fn check_kvs(c: &mut Checker<'_>) {

@@ -40,6 +40,8 @@ pub struct DaemonOptions {
     pub talkback: Option<crate::media::talkback::TalkbackOptions>,
     /// Kvs mode: `/healthz` reports degraded once the master is offline this long.
     pub kvs_offline_degraded_after: Duration,
+    /// `[publish]`: publish once to an SFU over WHIP; None when `publish.enabled = false`.
+    pub publish: Option<crate::publish::PublishOptions>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +71,8 @@ pub enum DaemonError {
     Http(std::io::Error),
     #[error("KVS signaling: {0}")]
     Kvs(#[from] signaling::kvs::control::ControlError),
+    #[error("publish: cannot make the WHIP HTTP client: {0}")]
+    Publish(String),
     #[error("audio setup did not finish: {0}")]
     Audio(#[source] tokio::task::JoinError),
 }
@@ -97,6 +101,9 @@ pub struct Health {
     /// `kvs.offline_degraded_after_s` (see `signaling.reason`). Does not change `ok`: viewers
     /// already watching still get video.
     pub degraded: bool,
+    /// The WHIP publisher, when `publish.enabled`. Never makes the daemon unhealthy: local
+    /// viewers are served whether or not the SFU takes the stream.
+    pub publish: Option<crate::publish::PublishSnapshot>,
 }
 
 /// Shared handles the HTTP handlers read.
@@ -117,6 +124,8 @@ pub struct Runtime {
     audio: Arc<audio::DaemonAudio>,
     /// HTTP connection counters, for `/stats`.
     connections: Arc<crate::http::ConnectionStats>,
+    /// The WHIP publisher's state, when publishing.
+    publish: Option<Arc<crate::publish::PublishStats>>,
 }
 
 impl Runtime {
@@ -160,6 +169,7 @@ impl Runtime {
                 audio: self.audio.state_text(),
                 signaling,
                 degraded,
+                publish: self.publish.as_ref().map(|p| p.snapshot()),
             };
         };
         let age = status.last_frame_age;
@@ -201,6 +211,7 @@ impl Runtime {
             audio: self.audio.state_text(),
             signaling,
             degraded,
+            publish: self.publish.as_ref().map(|p| p.snapshot()),
         }
     }
 }
@@ -259,7 +270,7 @@ pub async fn run(
         feed.clone(),
         keyframes.clone(),
         daemon_audio.service.clone(),
-        video_profile,
+        video_profile.clone(),
         crate::metrics::Timings::default(),
     );
     let mut rt = Runtime {
@@ -277,6 +288,7 @@ pub async fn run(
         },
         audio: daemon_audio.clone(),
         connections: Arc::default(),
+        publish: None,
     };
 
     let mut kvs_task = None;
@@ -291,6 +303,23 @@ pub async fn run(
         rt.kvs = Some(master.stats().clone());
         kvs_task = Some(master);
     }
+    // One more consumer of the same frames: no second encoder.
+    let mut publisher = None;
+    if let Some(p) = &opts.publish {
+        match crate::publish::Publisher::start(
+            p.clone(),
+            rt.feed.clone(),
+            keyframes.clone(),
+            daemon_audio.service.clone(),
+            video_profile.clone(),
+        ) {
+            Ok(started) => {
+                rt.publish = Some(started.stats.clone());
+                publisher = Some(started);
+            }
+            Err(e) => return Err(DaemonError::Publish(e)),
+        }
+    }
     let connections = Arc::new(crate::http::ConnectionStats::default());
     rt.connections = connections.clone();
     let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
@@ -299,6 +328,7 @@ pub async fn run(
         audio: daemon_audio.capture.clone(),
         sessions: sessions.clone(),
         keyframes,
+        publish: rt.publish.clone(),
         signaling: match &rt.kvs {
             Some(k) => crate::metrics::Signaling::Kvs(k.clone()),
             None => crate::metrics::Signaling::Local,
@@ -372,6 +402,10 @@ pub async fn run(
     }
     if let Some(k) = kvs_task {
         let _ = tokio::time::timeout(Duration::from_millis(500), k.stop()).await;
+    }
+    // DELETE the WHIP resource (bounded inside) so the SFU drops the publisher at once.
+    if let Some(p) = publisher {
+        let _ = tokio::time::timeout(Duration::from_millis(2500), p.stop()).await;
     }
     // Peers first (they say goodbye over DTLS), then the camera, then HTTP.
     let _ = tokio::time::timeout(Duration::from_millis(1200), sessions.shutdown()).await;
@@ -618,6 +652,7 @@ async fn stats(
         "sessions": sessions,
         "kvs": rt.kvs.as_ref().map(|k| k.snapshot().to_json()),
         "audio": rt.audio.status_json(),
+        "publish": rt.publish.as_ref().map(|p| p.snapshot()),
     }))
 }
 
@@ -709,6 +744,7 @@ fn observe(rt: &Runtime) -> notify::Observation {
                 last_error: snap.last_error,
             }
         }),
+        publish: rt.publish.as_ref().map(|p| p.status_line()),
     }
 }
 
@@ -855,6 +891,7 @@ impl DaemonOptions {
                 own: vec![s.http.listen],
             },
         };
+        let sessions_network = sessions.network.clone();
         let signaling = match s.signaling.mode {
             crate::config::SignalingMode::Local => SignalingMode::Local,
             crate::config::SignalingMode::Kvs => {
@@ -924,8 +961,31 @@ impl DaemonOptions {
             kvs_offline_degraded_after: Duration::from_secs(u64::from(
                 s.kvs.offline_degraded_after_s,
             )),
+            publish: publish_options(s, &sessions_network, gather_timeout),
         }
     }
+}
+
+/// `[publish]` onto the publisher's options; None when disabled (or, which validation
+/// prevents, without a usable URL).
+fn publish_options(
+    s: &crate::config::Settings,
+    network: &crate::session::NetworkOptions,
+    gather_timeout: Duration,
+) -> Option<crate::publish::PublishOptions> {
+    let p = &s.publish;
+    if !p.enabled {
+        return None;
+    }
+    let whip_url = url::Url::parse(p.whip_url.as_deref()?).ok()?;
+    Some(crate::publish::PublishOptions {
+        whip_url,
+        token: p.bearer_token.clone().map(crate::publish::Token),
+        network: network.clone(),
+        gather_timeout,
+        connect_timeout: Duration::from_secs(u64::from(s.webrtc.connect_timeout_s)),
+        request_timeout: Duration::from_secs(10),
+    })
 }
 
 /// `[http]` onto the server's options.

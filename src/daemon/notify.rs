@@ -50,6 +50,8 @@ pub struct Observation {
     pub viewers: usize,
     /// None in local mode.
     pub kvs: Option<KvsView>,
+    /// The WHIP publisher's status (`publish: publishing`), when `publish.enabled`.
+    pub publish: Option<String>,
 }
 
 /// Timings of the rules; [`Policy::for_stall`] derives them from the stall timeout.
@@ -285,6 +287,10 @@ impl Notifier {
     fn status_line(&self, o: &Observation, problem: Option<&Problem>) -> String {
         let phase = if self.ready { "streaming" } else { "starting" };
         let mut s = format!("{phase}: {}; {} viewer(s)", self.what, o.viewers);
+        if let Some(p) = &o.publish {
+            s.push_str("; ");
+            s.push_str(p);
+        }
         if let Some(p) = problem {
             s.push_str("; ");
             s.push_str(&p.text);
@@ -325,6 +331,7 @@ mod tests {
             last_capture_error: None,
             viewers: 0,
             kvs: None,
+            publish: None,
         }
     }
 
@@ -515,6 +522,24 @@ mod tests {
         assert!(
             n.poll(&obs(c.at(500_000), CaptureState::Running, 1, Some(1)))
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_status_line_carries_the_publisher() {
+        let t0 = Instant::now();
+        let mut n = Notifier::new(policy(), "local (WHEP)".into(), t0);
+        let mut o = obs(t0, CaptureState::Running, 10, Some(10));
+        o.publish = Some("publish: backoff (POST: the WHIP server answered 500)".into());
+        let notices = n.poll(&o);
+        let status = notices.iter().find_map(|x| match x {
+            Notice::Status(s) => Some(s.clone()),
+            _ => None,
+        });
+        let status = status.expect("a STATUS line");
+        assert!(
+            status.contains("; publish: backoff (POST: the WHIP server answered 500)"),
+            "{status}"
         );
     }
 }

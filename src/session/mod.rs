@@ -17,10 +17,10 @@ pub mod gop;
 mod interceptor;
 pub mod keyframe;
 pub mod manager;
-mod peer;
+pub(crate) mod peer;
 mod ports;
 pub mod sdp;
-mod viewer;
+pub(crate) mod viewer;
 
 pub use audio::{AudioService, G711Demand};
 pub use candidate::CandidatePolicy;

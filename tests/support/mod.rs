@@ -5,6 +5,7 @@ pub mod alexa;
 pub mod avsync;
 pub mod daemon;
 pub mod gst;
+pub mod janus;
 pub mod kvs;
 pub mod lambda;
 pub mod metrics;

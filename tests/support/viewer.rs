@@ -94,6 +94,9 @@ pub struct ViewerOptions {
     pub ice_servers: Vec<RTCIceServer>,
     /// Use relay candidates only (`iceTransportPolicy: "relay"`).
     pub relay_only: bool,
+    /// Where to gather host candidates (default 127.0.0.1); a subscriber of an SFU in a
+    /// network namespace needs the veth address (tests/support/janus.rs).
+    pub udp_addrs: Vec<String>,
 }
 
 impl ViewerOptions {
@@ -105,6 +108,7 @@ impl ViewerOptions {
             talk_tone_hz: None,
             ice_servers: Vec::new(),
             relay_only: false,
+            udp_addrs: vec!["127.0.0.1:0".to_string()],
         }
     }
 
@@ -633,7 +637,7 @@ impl TestViewer {
                     .build(),
             )
             .with_handler(handler)
-            .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+            .with_udp_addrs(opts.udp_addrs.clone())
             .build()
             .await
             .unwrap();
