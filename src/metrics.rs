@@ -543,7 +543,10 @@ mod tests {
     #[tokio::test]
     async fn publishing_lists_every_state_and_cause() {
         let timings = Timings::default();
-        let keyframes = KeyframeRequests::spawn(Duration::from_millis(500), Arc::new(|| {}));
+        let keyframes = KeyframeRequests::spawn(
+            crate::session::keyframe::KeyframePolicy::for_framerate(30),
+            Arc::new(|| {}),
+        );
         let sessions = SessionManager::new(
             session_options(),
             FrameFeed::new(4),
