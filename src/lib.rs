@@ -7,6 +7,7 @@
 //! [`session`] fans the packets out to every viewer's peer connection. Viewers arrive
 //! through [`signaling`] (local WHEP, or Amazon KVS as the master).
 
+pub mod backoff;
 pub mod config;
 pub mod daemon;
 #[doc(hidden)]

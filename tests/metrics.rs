@@ -367,8 +367,10 @@ async fn kvs_metrics_show_signaling_state_reconnects_and_ice_config_age() {
     })
     .await;
     let answer_s = value(&f, "camgate_offer_to_answer_seconds_sum", &[]);
+    // The daemon observes the answer once its send returns, which may be a moment after the
+    // viewer already holds it: allow 50 ms for that race.
     assert!(
-        answer_s > 0.0 && answer_s <= v.offer_to_answer.as_secs_f64(),
+        answer_s > 0.0 && answer_s <= v.offer_to_answer.as_secs_f64() + 0.05,
         "offer→answer {answer_s} s vs the viewer's {:?}",
         v.offer_to_answer
     );

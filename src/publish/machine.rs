@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::signaling::kvs::backoff::{Backoff, BackoffConfig, Jitter};
+use crate::backoff::{Backoff, BackoffConfig, Jitter};
 
 /// Longest `Retry-After` we honour.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -337,7 +337,7 @@ impl PublishMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signaling::kvs::backoff::fixed_jitter;
+    use crate::backoff::fixed_jitter;
 
     fn machine(jitter: f64) -> PublishMachine {
         PublishMachine::new(backoff_config(), fixed_jitter(jitter))

@@ -289,7 +289,7 @@ impl Publisher {
         };
         let machine = PublishMachine::new(
             machine::backoff_config(),
-            crate::signaling::kvs::backoff::system_jitter(),
+            crate::backoff::system_jitter(),
         );
         let task = tokio::spawn(drive(ctx, machine, stop.clone()));
         Ok(Publisher { stats, stop, task })

@@ -223,7 +223,7 @@ impl IceRefresher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signaling::kvs::backoff::fixed_jitter;
+    use crate::backoff::fixed_jitter;
 
     fn turn(ttl: u64, tag: &str) -> TurnServer {
         TurnServer {

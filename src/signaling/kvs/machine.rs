@@ -675,7 +675,7 @@ pub fn offset_ms(server: SystemTime, local: SystemTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signaling::kvs::backoff::fixed_jitter;
+    use crate::backoff::fixed_jitter;
 
     const ARN: &str = "arn:aws:kinesisvideo:eu-west-1:123456789012:channel/cam/1700000000000";
 

@@ -8,7 +8,7 @@
 //! Use: `KvsMaster::start(opts, handler).await?` with an [`OfferHandler`]; read
 //! `master.stats().snapshot()`; `master.stop().await` on shutdown.
 
-pub mod backoff;
+pub use crate::backoff;
 pub mod check;
 pub mod control;
 pub mod driver;

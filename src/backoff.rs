@@ -1,4 +1,6 @@
-//! Retry pacing for the signaling connection.
+//! Retry pacing for connections to services: the KVS signaling master, its ICE-server refresh
+//! and the WHIP publisher. (Capture restarts keep their own simpler schedule,
+//! `media::supervisor::Backoff`, which has no jitter: one pipeline has no fleet to spread.)
 //!
 //! Two independent brakes: an exponential backoff with full jitter (so a fleet of cameras that lost
 //! the service at the same moment does not come back in lock-step), and a hard rolling-window cap on
