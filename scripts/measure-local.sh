@@ -26,14 +26,18 @@ bins=${BINS:-"this=$target/release/camgate"}
 load_bin=${LOAD_BIN:-$target/release/examples/whep_load}
 
 hz=$(getconf CLK_TCK)
-declare -A CPU0 CPUN RSS0 RSSN
+declare -A CPU0 CPUN RSS0 RSSN GOT
 
 # measure KEY BINARY MODE
 measure() {
   local key=$1 bin=$2 mode=$3 audio_source=none load_flags=""
-  if [[ $mode == audio ]]; then audio_source=test; load_flags=--audio; fi
+  if [[ $mode == audio ]]; then audio_source="test"; load_flags="--audio"; fi
+  # whep_load offers all its viewers at once from one address: no offer rate limit, and room
+  # for all of them pending at once (else 429s, or the oldest pending ones dropped, would
+  # make the per-viewer figure wrong).
   CAMGATE__WEBRTC__HOST_ADDRESSES=127.0.0.1 CAMGATE__WEBRTC__MAX_VIEWERS=$((n + 1)) \
-    CAMGATE__AUDIO__SOURCE=$audio_source CAMGATE__AUDIO__TALKBACK=false \
+    CAMGATE__WEBRTC__MAX_PENDING=$((n < 100 ? n + 1 : 100)) \
+    CAMGATE__HTTP__OFFERS_PER_IP_PER_S=0 CAMGATE__AUDIO__SOURCE=$audio_source CAMGATE__AUDIO__TALKBACK=false \
     "$bin" run --listen 127.0.0.1:$port >"/tmp/camgate-measure-$key.log" 2>&1 &
   local pid=$!
   trap 'kill $pid 2>/dev/null || true' EXIT
@@ -55,8 +59,11 @@ measure() {
   CPUN[$key]=$(awk -v a="$t1" -v b="$t2" -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.1f", (b - a) / hz / s * 100}')
   kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
   trap - EXIT
+  # Viewers that received media (a refused or failed one would skew the per-viewer figure).
+  GOT[$key]=$(awk '/^viewer [0-9]+:/ && $3 > 0 {c++} END {print c + 0}' "/tmp/camgate-load-$key.log")
+  if [[ ${GOT[$key]} -ne $n ]]; then echo "WARNING: $key: only ${GOT[$key]} of $n viewers got media"; fi
   local per
-  per=$(awk -v a="${CPU0[$key]}" -v b="${CPUN[$key]}" -v n="$n" 'BEGIN {printf "%.2f", (b - a) / n}')
+  per=$(awk -v a="${CPU0[$key]}" -v b="${CPUN[$key]}" -v n="${GOT[$key]}" 'BEGIN {printf "%.2f", n ? (b - a) / n : 0}')
   echo "$key: RSS 0 viewers $((RSS0[$key] / 1024)) MiB, $n viewers $((RSSN[$key] / 1024)) MiB;" \
     "CPU 0 viewers ${CPU0[$key]} %, $n viewers ${CPUN[$key]} % of one core; per viewer $per %"
   grep -E "viewer 0:|median" "/tmp/camgate-load-$key.log" || true
@@ -70,7 +77,7 @@ for round in $(seq "$rounds"); do
       label=${entry%%=*}; bin=${entry#*=}
       measure "$label-$mode-$round" "$bin" "$mode"
       SUM[$label-$mode]=$(awk -v s="${SUM[$label-$mode]:-0}" -v a="${CPU0[$label-$mode-$round]}" \
-        -v b="${CPUN[$label-$mode-$round]}" -v n="$n" 'BEGIN {print s + (b - a) / n}')
+        -v b="${CPUN[$label-$mode-$round]}" -v n="${GOT[$label-$mode-$round]}" 'BEGIN {print s + (n ? (b - a) / n : 0)}')
     done
   done
 done
