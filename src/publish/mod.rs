@@ -287,10 +287,8 @@ impl Publisher {
             video_profile,
             stats: stats.clone(),
         };
-        let machine = PublishMachine::new(
-            machine::backoff_config(),
-            crate::backoff::system_jitter(),
-        );
+        let machine =
+            PublishMachine::new(machine::backoff_config(), crate::backoff::system_jitter());
         let task = tokio::spawn(drive(ctx, machine, stop.clone()));
         Ok(Publisher { stats, stop, task })
     }
