@@ -259,7 +259,9 @@ fn lock(m: &Mutex<GopCache>) -> MutexGuard<'_, GopCache> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleeps until `deadline`, or forever without one: the timer arm of a `select!` in a driver
+/// whose sans-IO core may have nothing scheduled.
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,

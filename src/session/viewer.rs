@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
-use super::feed::{FrameFeed, KeyframeCause, KeyframeRequests};
+use super::feed::{FrameFeed, KeyframeCause, KeyframeRequests, sleep_until};
 use super::gop::{CatchUp, CatchUpStep, Retimer};
 use super::interceptor::is_keyframe_request;
 use crate::rtp::{Frame, Stamper};
@@ -287,13 +287,6 @@ impl Out<'_> {
             histogram.observe(offer_at.elapsed().as_secs_f64());
         }
         Ok(())
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! deadline. Offers go to the [`OfferHandler`] in their own tasks so a slow session never stalls
 //! the socket loop; everything they produce comes back through one channel.
 
+use crate::session::feed::sleep_until;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -907,13 +908,6 @@ pub fn offers_trickle(sdp: &str) -> bool {
             .strip_prefix("a=ice-options:")
             .is_some_and(|opts| opts.split_whitespace().any(|o| o == "trickle"))
     })
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn next_frame(
