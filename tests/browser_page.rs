@@ -240,6 +240,52 @@ async fn the_page_plays_the_test_pattern_and_shows_what_it_plays() {
     }
 }
 
+/// A WHEP player in Chromium that hangs up with `RTCPeerConnection.close()` and no DELETE
+/// (`tests/browser/hangup.mjs`): Chromium's DTLS close_notify ends the session within a
+/// second, where ICE alone would hold the slot for 15 s (5 s disconnected + 10 s failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_that_hangs_up_without_delete_is_gone_at_once() {
+    let script = page_script().with_file_name("hangup.mjs");
+    let d = Daemon::start(&test_env(), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+    let url = d.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(&script)
+            .arg(&url)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `node {}`: {e}", script.display()))
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let j: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    assert!(
+        out.status.success() && j.is_object(),
+        "hangup.mjs failed:\n{stdout}\n{}\n-- daemon --\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    eprintln!("MEASURE Chromium hangup: {j}");
+    assert_eq!(j["sessionsBefore"], 1, "{j}");
+    assert!(as_u64(&j["framesDecoded"], "framesDecoded") >= 5, "{j}");
+    let gone = j["goneMs"].as_i64().unwrap_or(-1);
+    assert!(
+        (0..3000).contains(&gone),
+        "session listed {gone} ms after Chromium closed (-1: still after 20 s): {j}\n{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains("viewer closed the connection"),
+        "session ended for another reason:\n{}",
+        d.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_plays_again_after_the_daemon_restarts_on_the_same_port() {
     page_script();

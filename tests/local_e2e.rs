@@ -568,6 +568,53 @@ async fn a_vanished_viewer_is_dropped_and_its_slot_freed() {
     assert_eq!(status, 201, "slot not freed: {body}");
 }
 
+/// A viewer that hangs up (`RTCPeerConnection.close()`, which sends DTLS close_notify) but
+/// never DELETEs its resource, as players other than our page and every KVS viewer do: its
+/// slot is free within a second, not after ICE gives up on it (5 s disconnected + 10 s
+/// failed), so the next viewer of a one-viewer camera gets in at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_viewer_that_hangs_up_frees_its_slot_at_once() {
+    let d = Daemon::start(&env_with(&[("CAMGATE__WEBRTC__MAX_VIEWERS", "1")]), &[]);
+    d.wait_healthy(Duration::from_secs(15)).await;
+    let (v, _location, _) = join(&d, 102).await;
+    assert!(v.wait_frames(5, Duration::from_secs(20)).await.frames >= 5);
+    let up = support::wait::until("viewer connected", Duration::from_secs(10), || async {
+        (d.stats().await["viewers"]["connected"] == 1).then_some(())
+    })
+    .await;
+    assert!(up.is_ok(), "{up:?}: {}", d.stats().await);
+
+    v.close().await;
+    let closed = Instant::now();
+    // Well inside ICE's 5 s "disconnected": only the close itself can end the session this soon.
+    let gone = support::wait::until("session ended", Duration::from_secs(3), || async {
+        d.stats().await["sessions"]
+            .as_array()
+            .is_some_and(|s| s.is_empty())
+            .then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "session still there 3 s after the viewer closed: {}\n{}",
+        d.stats().await,
+        d.log()
+    );
+    eprintln!(
+        "MEASURE closed viewer's session ended after {} ms",
+        closed.elapsed().as_millis()
+    );
+    assert!(
+        d.log().contains("viewer closed the connection"),
+        "session ended for another reason:\n{}",
+        d.log()
+    );
+    // The slot is free: the next viewer gets in and decodes.
+    let (next, _, _) = join(&d, 102).await;
+    assert!(next.wait_frames(5, Duration::from_secs(20)).await.frames >= 5);
+    next.close().await;
+}
+
 /// (open fds, threads, RSS in KiB) of a process, from /proc.
 fn proc_usage(pid: u32) -> (usize, usize, u64) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))

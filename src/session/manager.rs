@@ -872,12 +872,15 @@ async fn lifetime(
         if let Some(a) = audio {
             tasks.push(tokio::spawn(async move { (false, a.run().await) }));
         }
+        let peer_closed = peer::closed_by_peer(&pc);
+        tokio::pin!(peer_closed);
         let reason = loop {
             tokio::select! {
                 _ = media_cancel.cancelled() => break "closed by us",
                 r = state.wait_for(|s| matches!(s, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)) => {
                     break if r.is_ok() { "connection failed or closed by the viewer" } else { "connection gone" };
                 }
+                _ = &mut peer_closed => break "viewer closed the connection",
                 Some(ended) = futures_util::StreamExt::next(&mut tasks) => match ended {
                     Ok((video, end)) if end.ends_session(video) => break end.as_str(),
                     Ok(_) => {}

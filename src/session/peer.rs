@@ -80,6 +80,41 @@ pub fn fast_ice_checks(settings: SettingEngineBuilder) -> SettingEngineBuilder {
     settings.with_ice_connection_attempts(Some(interval), Some(attempts))
 }
 
+/// How often a connected session looks whether the viewer has closed the connection.
+///
+/// `webrtc` 0.21 reports the viewer's DTLS `close_notify` only as the DTLS transport's state:
+/// no event, and the connection state stays "connected" (ICE still is, and a closed DTLS
+/// transport counts as connected in the W3C state table). Without a look, a viewer that hangs
+/// up keeps its slot until ICE gives up on it, 15 s later. A look is one uncontended lock.
+pub const PEER_CLOSE_POLL: Duration = Duration::from_millis(250);
+
+/// Resolves once the viewer has closed the DTLS transport (sent `close_notify`, which
+/// `RTCPeerConnection.close()` does in browsers and in webrtc-rs) or it failed; never when the
+/// connection has no DTLS transport yet (then ICE and the connect timeout end the session).
+pub async fn closed_by_peer(pc: &Arc<dyn PeerConnection>) {
+    use rtc::peer_connection::transport::RTCDtlsTransportState;
+    let mut transport = None;
+    for sender in pc.get_senders().await {
+        if let Ok(Some(t)) = sender.transport().await {
+            transport = Some(t);
+            break;
+        }
+    }
+    let Some(transport) = transport else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(PEER_CLOSE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Ok(RTCDtlsTransportState::Closed | RTCDtlsTransportState::Failed) =
+            transport.state().await
+        {
+            return;
+        }
+    }
+}
+
 /// What the connection tells us, moved out of the `webrtc` callbacks through channels so the
 /// handler never holds the connection (a strong reference there would leak it).
 pub struct PeerEvents {
