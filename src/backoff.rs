@@ -1,8 +1,11 @@
-//! Retry pacing for connections to services: the KVS signaling master, its ICE-server refresh
-//! and the WHIP publisher. (Capture restarts keep their own simpler schedule,
-//! `media::supervisor::Backoff`, which has no jitter: one pipeline has no fleet to spread.)
+//! Retry pacing: for connections to services (the KVS signaling master, its ICE-server refresh,
+//! the WHIP publisher) and for pipeline restarts (video and audio capture, talkback).
 //!
-//! Two independent brakes: an exponential backoff with full jitter (so a fleet of cameras that lost
+//! Services get jitter, pipelines do not ([`Backoff::without_jitter`]): a fleet of cameras that
+//! lost a service together must not come back in lock-step, while one pipeline has no fleet to
+//! spread and its operator should see a predictable schedule.
+//!
+//! Two independent brakes for services: an exponential backoff with full jitter (so a fleet of cameras that lost
 //! the service at the same moment does not come back in lock-step), and a hard rolling-window cap on
 //! connect attempts, because KVS allows only 3 ConnectAsMaster per second per channel and answers
 //! anything beyond that with ClientLimitExceededException — which would itself trigger a retry.
@@ -16,6 +19,11 @@ pub type Jitter = Box<dyn FnMut() -> f64 + Send>;
 /// The process-wide RNG, for production use.
 pub fn system_jitter() -> Jitter {
     Box::new(rand::random::<f64>)
+}
+
+/// No jitter: every delay is the ceiling itself.
+fn no_jitter() -> Jitter {
+    Box::new(|| 1.0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +75,21 @@ impl Backoff {
         }
     }
 
+    /// A schedule without jitter: `base`, then doubling up to `cap`; a run that stayed up for
+    /// `reset_after` before failing starts it over. For pipeline restarts, so a camera that
+    /// hiccups once a day reconnects after `base` instead of after the previous day's worst
+    /// delay.
+    pub fn without_jitter(base: Duration, cap: Duration, reset_after: Duration) -> Self {
+        Backoff::new(
+            BackoffConfig {
+                base,
+                cap: cap.max(base),
+                reset_after,
+            },
+            no_jitter(),
+        )
+    }
+
     /// Upper bound of the next delay (before jitter).
     pub fn ceiling(&self) -> Duration {
         // 2^20 × 100 ms is far past any sane cap; clamping the shift avoids overflow.
@@ -86,7 +109,11 @@ impl Backoff {
         } else {
             0.0
         };
-        ceiling.mul_f64(r).min(ceiling)
+        if r >= 1.0 {
+            return ceiling;
+        }
+        // Not `mul_f64`, which panics where f64 rounding lands past `Duration::MAX`.
+        Duration::try_from_secs_f64(ceiling.as_secs_f64() * r).map_or(ceiling, |d| d.min(ceiling))
     }
 
     /// The connection is up; if it stays up for `reset_after`, failures are forgotten.
@@ -186,6 +213,46 @@ mod tests {
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
+    }
+
+    #[test]
+    fn without_jitter_doubles_from_base_and_caps() {
+        let t0 = Instant::now();
+        let mut b = Backoff::without_jitter(ms(500), ms(30_000), ms(60_000));
+        let delays: Vec<_> = (0..9)
+            .map(|i| b.next_delay(t0 + ms(i)).as_millis())
+            .collect();
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+    }
+
+    #[test]
+    fn without_jitter_never_overflows() {
+        let mut b = Backoff::without_jitter(Duration::from_secs(1), Duration::MAX, Duration::MAX);
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            b.next_delay(t0);
+        }
+        // The doubling stops at 2^20 × base, far past any cap a config allows.
+        assert_eq!(b.next_delay(t0), Duration::from_secs(1 << 20));
+    }
+
+    #[test]
+    fn a_pipeline_schedule_resets_only_after_a_healthy_minute() {
+        let t0 = Instant::now();
+        let mut b = Backoff::without_jitter(ms(500), ms(30_000), ms(60_000));
+        b.next_delay(t0);
+        b.next_delay(t0);
+        // Streamed briefly: still escalating.
+        b.on_healthy(t0 + ms(1000));
+        assert_eq!(b.next_delay(t0 + ms(5000)), ms(2000));
+        // Streamed for a minute: back to the base.
+        b.on_healthy(t0 + ms(10_000));
+        b.on_healthy(t0 + ms(50_000)); // later frames do not move the start
+        assert_eq!(b.next_delay(t0 + ms(70_000)), ms(500));
+        assert_eq!(b.next_delay(t0 + ms(70_001)), ms(1000));
     }
 
     #[test]

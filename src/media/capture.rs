@@ -15,11 +15,12 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
+use crate::backoff::Backoff;
 use crate::media::encoder::{EncoderChoice, installed_encoders, select_encoder};
 use crate::media::error::debian_package;
 use crate::media::options::{CaptureOptions, SourceSpec, V4l2Format};
 use crate::media::pipeline::{self, PipelinePlan, RTSP_SOURCE_NAME, SINK_NAME};
-use crate::media::supervisor::{Backoff, PtsContinuity, is_stalled};
+use crate::media::supervisor::{PtsContinuity, is_stalled};
 use crate::media::{AccessUnit, FrameSink, MediaError, SourceInfo};
 
 /// How often the supervisor looks at the bus, the stall clock and the stop flag; bounds how
@@ -284,7 +285,7 @@ impl Capture {
 
 impl Job {
     fn run(self) {
-        let backoff = Backoff::new(
+        let backoff = Backoff::without_jitter(
             self.opts.backoff_min,
             self.opts.backoff_max,
             self.opts.healthy_after,
@@ -460,7 +461,7 @@ impl Job {
             if let Some(t) = last
                 && t >= started
             {
-                backoff.on_streaming(t);
+                backoff.on_healthy(t);
                 if !running {
                     running = true;
                     tracing::info!(

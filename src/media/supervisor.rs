@@ -1,50 +1,9 @@
-//! The capture's decisions, without GStreamer or threads: when to restart, how long to wait,
-//! when a quiet pipeline counts as stalled, and how to keep timestamps moving forward.
+//! The capture's decisions, without GStreamer or threads: when a quiet pipeline counts as
+//! stalled, and how to keep timestamps moving forward. (How long to wait before a restart is
+//! [`crate::backoff::Backoff::without_jitter`].)
 //! The driver in `capture.rs` feeds these the current time.
 
 use std::time::{Duration, Instant};
-
-/// Capped exponential backoff between pipeline restarts. A pipeline that streamed for
-/// `healthy_after` before failing starts the sequence over, so a camera that hiccups once a
-/// day reconnects in half a second instead of after the previous day's worst delay.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    healthy_after: Duration,
-    next: Duration,
-    /// When the current pipeline delivered its first access unit.
-    streaming_since: Option<Instant>,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration, healthy_after: Duration) -> Self {
-        Backoff {
-            min,
-            max: max.max(min),
-            healthy_after,
-            next: min,
-            streaming_since: None,
-        }
-    }
-
-    /// The pipeline delivered an access unit (only the first one per pipeline matters).
-    pub fn on_streaming(&mut self, now: Instant) {
-        self.streaming_since.get_or_insert(now);
-    }
-
-    /// The pipeline failed at `now`; returns how long to wait before the next attempt.
-    pub fn on_failure(&mut self, now: Instant) -> Duration {
-        if let Some(since) = self.streaming_since.take()
-            && now.saturating_duration_since(since) >= self.healthy_after
-        {
-            self.next = self.min;
-        }
-        let delay = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        delay
-    }
-}
 
 /// Whether a running pipeline has gone quiet for too long. Before its first access unit a
 /// pipeline gets `startup` (an RTSP camera may take seconds to answer), after it `stall`.
@@ -116,45 +75,6 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let t0 = Instant::now();
-        let mut b = Backoff::new(500 * MS, 30_000 * MS, 60_000 * MS);
-        let delays: Vec<_> = (0..9)
-            .map(|i| b.on_failure(t0 + i * MS).as_millis())
-            .collect();
-        assert_eq!(
-            delays,
-            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
-        );
-    }
-
-    #[test]
-    fn backoff_never_overflows() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::MAX, Duration::MAX);
-        let t0 = Instant::now();
-        for _ in 0..100 {
-            b.on_failure(t0);
-        }
-        assert_eq!(b.on_failure(t0), Duration::MAX);
-    }
-
-    #[test]
-    fn backoff_resets_only_after_a_healthy_minute() {
-        let t0 = Instant::now();
-        let mut b = Backoff::new(500 * MS, 30_000 * MS, 60_000 * MS);
-        b.on_failure(t0);
-        b.on_failure(t0);
-        // Streamed briefly: still escalating.
-        b.on_streaming(t0 + 1000 * MS);
-        assert_eq!(b.on_failure(t0 + 5000 * MS), 2000 * MS);
-        // Streamed for a minute: back to the minimum.
-        b.on_streaming(t0 + 10_000 * MS);
-        b.on_streaming(t0 + 50_000 * MS); // later frames do not move the start
-        assert_eq!(b.on_failure(t0 + 70_000 * MS), 500 * MS);
-        assert_eq!(b.on_failure(t0 + 70_001 * MS), 1000 * MS);
-    }
 
     #[test]
     fn stall_uses_startup_grace_then_stall_timeout() {

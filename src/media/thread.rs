@@ -8,8 +8,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
 use crate::media::MediaError;
-use crate::media::supervisor::Backoff;
 
 /// When a pipeline last delivered something: written on the streaming thread without a lock,
 /// read by the supervisor (stall detection) and by status.
@@ -108,7 +108,7 @@ pub(crate) fn restart_loop(
             Attempt::Final => return LoopEnd::Final,
             Attempt::Failed(err) => {
                 attempt += 1;
-                let delay = backoff.on_failure(Instant::now());
+                let delay = backoff.next_delay(Instant::now());
                 failed(attempt, delay, &err);
                 match stop_rx.recv_timeout(delay) {
                     Err(RecvTimeoutError::Timeout) => {}
@@ -174,7 +174,7 @@ mod tests {
     use super::*;
 
     fn backoff() -> Backoff {
-        Backoff::new(
+        Backoff::without_jitter(
             Duration::from_millis(1),
             Duration::from_millis(4),
             Duration::from_secs(60),

@@ -14,6 +14,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
+use crate::backoff::Backoff;
 use crate::media::MediaError;
 use crate::media::audio::plan::{
     self, AudioPlan, DECODER_NAME, DEMUX_NAME, Input, SOURCE_NAME, TrackCensus,
@@ -21,7 +22,7 @@ use crate::media::audio::plan::{
 use crate::media::audio::{AudioCodec, AudioOptions, AudioPacket, AudioSink, AudioSourceSpec};
 use crate::media::capture::{redact_url, validate_rtsp_url};
 use crate::media::options::SourceSpec;
-use crate::media::supervisor::{Backoff, is_stalled};
+use crate::media::supervisor::is_stalled;
 use crate::redact::redact_text;
 
 /// How often the supervisor looks at the bus, the stall clock and the stop flag; bounds how
@@ -288,7 +289,7 @@ impl AudioCapture {
 
 impl Job {
     fn run(self) {
-        let backoff = Backoff::new(
+        let backoff = Backoff::without_jitter(
             self.opts.backoff_min,
             self.opts.backoff_max,
             self.opts.healthy_after,
@@ -510,7 +511,7 @@ impl Job {
             if let Some(t) = last
                 && t >= started
             {
-                backoff.on_streaming(t);
+                backoff.on_healthy(t);
                 if !running {
                     running = true;
                     tracing::info!(
