@@ -160,6 +160,51 @@ async fn publishes_to_janus_survives_its_restart_and_local_viewers_keep_decoding
     local.close().await;
 }
 
+/// Janus hangs up on camgate (its VideoRoom kicks the publisher): camgate sees the DTLS
+/// alert at once, not after ICE's 3 s + 3 s, and publishes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_publisher_the_sfu_hangs_up_on_publishes_again() {
+    let lab = JanusLab::start().await;
+    lab.create_endpoint("cam", "tok").await;
+    let d = Daemon::start(&env_for(Some(&lab), &lab.whip_url("cam"), "tok"), &[]);
+    wait_publishing(&d, 1, Duration::from_secs(30)).await;
+    let publisher = until(
+        "camgate in the Janus room",
+        Duration::from_secs(10),
+        || async { lab.publishers().await.first().copied() },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.janus_log()));
+
+    lab.kick(publisher).await;
+    let kicked = Instant::now();
+    // Inside ICE's 3 s "disconnected": only the hang-up itself can be noticed this soon.
+    let noticed = until("the hang-up noticed", Duration::from_secs(2), || async {
+        d.log()
+            .contains("the WHIP server closed the connection")
+            .then_some(())
+    })
+    .await;
+    assert!(noticed.is_ok(), "{noticed:?}\n{}", d.log());
+    eprintln!(
+        "MEASURE Janus kick noticed within {} ms",
+        kicked.elapsed().as_millis()
+    );
+    let p = publish_stats(&d).await;
+    assert!(p["republishes"]["dropped"].as_u64() >= Some(1), "{p}");
+
+    // It publishes again, and a subscriber through Janus decodes it.
+    wait_publishing(&d, 2, Duration::from_secs(30)).await;
+    let sub = lab.subscribe().await;
+    let got = sub.wait_frames(10, Duration::from_secs(20)).await;
+    assert!(
+        got.frames >= 10,
+        "subscriber after the kick decoded {got:?}\n{}",
+        d.log()
+    );
+    sub.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wrong_token_is_a_clear_error_and_local_viewers_still_watch() {
     let lab = JanusLab::start().await;

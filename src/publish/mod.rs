@@ -682,8 +682,13 @@ async fn run_media(ctx: &Context, a: &Attempt) -> String {
         tasks.push(tokio::spawn(async move { (false, audio.run().await) }));
     }
     let mut state = a.events.state.clone();
+    // An SFU that hangs up (Janus on a kick or when its room goes) sends close_notify: seen
+    // here at once, where ICE would take its disconnected + failed timeouts.
+    let sfu_closed = crate::session::peer::closed_by_peer(&a.peer.pc);
+    tokio::pin!(sfu_closed);
     let why = loop {
         tokio::select! {
+            _ = &mut sfu_closed => break "the WHIP server closed the connection".to_string(),
             r = state.wait_for(|s| matches!(s, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)) => {
                 break match r {
                     Ok(s) => format!("the connection to the WHIP server {}", *s),

@@ -319,6 +319,29 @@ impl JanusLab {
             .unwrap_or_default()
     }
 
+    /// Kicks a participant out of [`ROOM`] (the VideoRoom `kick` request): Janus hangs up its
+    /// PeerConnection, with a DTLS alert.
+    pub async fn kick(&self, participant: u64) {
+        let (session, handle) = self.attach().await;
+        let r = self
+            .janus(
+                &format!("/{session}/{handle}"),
+                json!({"janus": "message", "transaction": "k",
+                       "body": {"request": "kick", "room": ROOM, "id": participant}}),
+            )
+            .await;
+        let _ = self
+            .janus(
+                &format!("/{session}"),
+                json!({"janus": "destroy", "transaction": "d"}),
+            )
+            .await;
+        assert_eq!(
+            r["plugindata"]["data"]["videoroom"], "success",
+            "kick refused: {r}"
+        );
+    }
+
     async fn attach(&self) -> (u64, u64) {
         let s = self
             .janus("", json!({"janus": "create", "transaction": "c"}))
