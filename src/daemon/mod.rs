@@ -626,7 +626,7 @@ async fn stats(
     let mut sessions = rt.sessions.summaries();
     if !authenticated {
         for s in &mut sessions {
-            s.id.clear();
+            s.id = None;
         }
     }
     let (connected, connecting) = rt.sessions.occupancy();

@@ -28,6 +28,7 @@ use super::IceServer;
 use super::audio::AudioService;
 use super::candidate::{self, CandidatePolicy, Verdict};
 use super::feed::{FrameFeed, KeyframeRequests};
+use super::id::SessionId;
 use super::peer::{self, AudioPeerPlan, NetworkOptions, PeerEvents};
 use super::ports::PortPool;
 use super::sdp::{self, AudioPlan, Direction, SdpError};
@@ -76,7 +77,7 @@ pub enum SessionError {
     #[error("WebRTC failure: {0}")]
     Internal(String),
     #[error("no session {0}")]
-    NotFound(String),
+    NotFound(SessionId),
     #[error("shutting down")]
     ShuttingDown,
 }
@@ -96,7 +97,7 @@ pub struct OfferRequest {
 
 #[derive(Debug, Clone)]
 pub struct Answer {
-    pub session_id: String,
+    pub session_id: SessionId,
     pub sdp: String,
     /// True when the answer went out before gathering and candidates follow on the channel.
     pub trickled: bool,
@@ -106,8 +107,10 @@ pub struct Answer {
 /// A snapshot of one session, for logs, health and metrics.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SessionSummary {
-    /// What WHEP's PATCH and DELETE act on: shown only to token holders.
-    pub id: String,
+    /// What WHEP's PATCH and DELETE act on: shown only to token holders. None when the
+    /// reader may not see it; serialized as `""` then, as /stats always has.
+    #[serde(serialize_with = "id_or_empty")]
+    pub id: Option<SessionId>,
     /// The KVS client id, or for WHEP a label derived from the session id (`whep-` and 8 hex
     /// digits of its SHA-256) that names the viewer in talkback status and logs without
     /// giving its id away.
@@ -167,7 +170,7 @@ impl SentTotals {
 }
 
 struct Inner {
-    sessions: HashMap<String, Entry>,
+    sessions: HashMap<SessionId, Entry>,
     /// Per viewer id (KVS): the generation of its newest offer. An offer admits its session
     /// only if it is still the newest, so two quick offers from one viewer end with one
     /// session, the second's.
@@ -385,7 +388,7 @@ impl SessionManager {
         };
         let mut generation = 0;
         if let Some(viewer) = &req.viewer {
-            let old: Vec<String> = {
+            let old: Vec<SessionId> = {
                 let mut inner = self.lock();
                 inner.generation += 1;
                 generation = inner.generation;
@@ -405,7 +408,7 @@ impl SessionManager {
         }
 
         let mut reservation = self.reserve()?;
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = SessionId::generate();
         let label = req.viewer.clone().unwrap_or_else(|| whep_label(&id));
         let audio = self.plan_audio(&prepared.audio, &label);
         let audio_answer = audio
@@ -635,11 +638,18 @@ impl SessionManager {
         })
     }
 
+    /// Whether a remote candidate is skipped whatever session it names (an address the
+    /// candidate policy does not use): [`add_remote_candidate`](Self::add_remote_candidate)
+    /// answers Ok for it before looking the session up.
+    pub fn ignores_candidate(&self, candidate: &str) -> bool {
+        matches!(self.opts.candidates.judge(candidate), Verdict::Ignore(_))
+    }
+
     /// A trickled candidate from the viewer of session `id`. Unusable addresses are skipped
     /// (Ok); past `max_remote_candidates` the candidate is refused.
     pub async fn add_remote_candidate(
         &self,
-        id: &str,
+        id: &SessionId,
         candidate: RTCIceCandidateInit,
     ) -> Result<(), SessionError> {
         if let Verdict::Ignore(why) = self.opts.candidates.judge(&candidate.candidate) {
@@ -652,7 +662,7 @@ impl SessionManager {
                 .sessions
                 .get_mut(id)
                 .filter(|e| !e.evicted)
-                .ok_or_else(|| SessionError::NotFound(id.to_owned()))?;
+                .ok_or_else(|| SessionError::NotFound(id.clone()))?;
             if e.remote_candidates >= self.opts.max_remote_candidates {
                 return Err(SessionError::TooManyCandidates {
                     max: self.opts.max_remote_candidates,
@@ -667,7 +677,7 @@ impl SessionManager {
     }
 
     /// The session of a viewer id (KVS), if it has one.
-    pub fn session_of(&self, viewer: &str) -> Option<String> {
+    pub fn session_of(&self, viewer: &str) -> Option<SessionId> {
         self.lock()
             .sessions
             .iter()
@@ -677,7 +687,7 @@ impl SessionManager {
 
     /// A session has connected: it moves from the connecting count to the viewer count, if
     /// there is room. False when `max_viewers` are already connected (it must close).
-    fn mark_connected(&self, id: &str) -> bool {
+    fn mark_connected(&self, id: &SessionId) -> bool {
         let mut inner = self.lock();
         let (connected, _) = inner.occupancy();
         match inner.sessions.get_mut(id) {
@@ -690,7 +700,7 @@ impl SessionManager {
     }
 
     /// Ends a session and waits (bounded) until its connection is closed. False if unknown.
-    pub async fn close(&self, id: &str) -> bool {
+    pub async fn close(&self, id: &SessionId) -> bool {
         let found = self
             .lock()
             .sessions
@@ -706,7 +716,7 @@ impl SessionManager {
 
     /// Closes every session (daemon shutdown); new offers are refused from now on.
     pub async fn shutdown(&self) {
-        let ids: Vec<String> = {
+        let ids: Vec<SessionId> = {
             let mut inner = self.lock();
             inner.closing = true;
             inner.sessions.keys().cloned().collect()
@@ -724,7 +734,7 @@ impl SessionManager {
                 let c = &e.counters;
                 let first = c.first_frame_ms.load(Ordering::Relaxed);
                 SessionSummary {
-                    id: id.clone(),
+                    id: Some(id.clone()),
                     viewer: Some(e.viewer.clone().unwrap_or_else(|| whep_label(id))),
                     state: e.state.borrow().to_string(),
                     age_s: e.created.elapsed().as_secs_f64(),
@@ -746,7 +756,7 @@ impl SessionManager {
     }
 
     /// Called by a session's task when it has ended.
-    fn remove(&self, id: &str, port: u16) {
+    fn remove(&self, id: &SessionId, port: u16) {
         let mut inner = self.lock();
         if let Some(e) = inner.sessions.remove(id) {
             inner.ended.add(&e);
@@ -779,10 +789,15 @@ impl Inner {
 
 /// The public name of a WHEP session: `whep-` and the first 8 hex digits of the SHA-256 of
 /// its id. Enough to tell viewers apart, nothing to act on them with.
-pub fn whep_label(id: &str) -> String {
+pub fn whep_label(id: &SessionId) -> String {
     use sha2::Digest;
-    let d = sha2::Sha256::digest(id.as_bytes());
+    let d = sha2::Sha256::digest(id.as_str().as_bytes());
     format!("whep-{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
+}
+
+/// A summary's id as /stats has always shown it: the id, or `""` when it is hidden.
+fn id_or_empty<S: serde::Serializer>(id: &Option<SessionId>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(id.as_ref().map_or("", SessionId::as_str))
 }
 
 /// set_remote → create_answer → set_local, then the answer text: at once when trickling,
@@ -833,7 +848,7 @@ async fn negotiate(
 #[allow(clippy::too_many_arguments)]
 async fn lifetime(
     mgr: Weak<SessionManager>,
-    id: String,
+    id: SessionId,
     port: u16,
     pc: Arc<dyn PeerConnection>,
     events: PeerEvents,
