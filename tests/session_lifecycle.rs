@@ -11,6 +11,7 @@ use camgate::session::{
     AudioService, FrameFeed, KeyframeRequests, NetworkOptions, OfferRequest, SessionError,
     SessionManager, SessionOptions,
 };
+use camgate::signaling::kvs::ClientId;
 use support::viewer::TestViewer;
 use support::wait;
 
@@ -50,7 +51,7 @@ fn manager(
 
 fn request(viewer: Option<&str>, sdp: String) -> OfferRequest {
     OfferRequest {
-        viewer: viewer.map(str::to_owned),
+        viewer: viewer.map(|v| ClientId::parse(v).expect("a valid client id")),
         sdp,
         ice_servers: Vec::new(),
         trickle: None,
@@ -94,7 +95,9 @@ async fn two_quick_offers_from_one_viewer_leave_one_session() {
         );
         let s = mgr.summaries();
         assert_eq!(s[0].viewer.as_deref(), Some("viewer-1"));
-        let kept = mgr.session_of("viewer-1").expect("the viewer's session");
+        let kept = mgr
+            .session_of(&ClientId::parse("viewer-1").unwrap())
+            .expect("the viewer's session");
         assert!(
             answered.iter().any(|a| a.session_id == kept),
             "round {round}: the session kept ({kept}) is not one that was answered"

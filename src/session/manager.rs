@@ -34,6 +34,7 @@ use super::ports::PortPool;
 use super::sdp::{self, AudioPlan, Direction, SdpError};
 use super::viewer::{MediaTask, ViewerCounters};
 use crate::rtp::Stamper;
+use crate::signaling::kvs::ClientId;
 
 /// Settings for admission and connection handling.
 #[derive(Debug, Clone)]
@@ -86,7 +87,7 @@ pub enum SessionError {
 pub struct OfferRequest {
     /// Stable viewer identity (the KVS client id). A new offer from the same viewer replaces
     /// its previous session. None for WHEP, where every POST is a new session.
-    pub viewer: Option<String>,
+    pub viewer: Option<ClientId>,
     pub sdp: String,
     /// Extra ICE servers for this session (KVS TURN), on top of `webrtc.stun_urls`.
     pub ice_servers: Vec<IceServer>,
@@ -129,7 +130,8 @@ pub struct SessionSummary {
 }
 
 struct Entry {
-    viewer: Option<String>,
+    /// The KVS viewer it serves (None for WHEP): a newer offer from it replaces this session.
+    viewer: Option<ClientId>,
     pc: Arc<dyn PeerConnection>,
     cancel: CancellationToken,
     counters: Arc<ViewerCounters>,
@@ -174,7 +176,7 @@ struct Inner {
     /// Per viewer id (KVS): the generation of its newest offer. An offer admits its session
     /// only if it is still the newest, so two quick offers from one viewer end with one
     /// session, the second's.
-    latest_offer: HashMap<String, u64>,
+    latest_offer: HashMap<ClientId, u64>,
     /// The last generation handed out.
     generation: u64,
     /// What sessions that have ended were sent.
@@ -244,7 +246,7 @@ impl Drop for PeerGuard {
 /// Forgets a viewer's newest-offer generation when that offer does not become a session.
 struct LatestOffer<'a> {
     mgr: &'a SessionManager,
-    viewer: Option<(String, u64)>,
+    viewer: Option<(ClientId, u64)>,
 }
 
 impl Drop for LatestOffer<'_> {
@@ -396,7 +398,7 @@ impl SessionManager {
                 inner
                     .sessions
                     .iter()
-                    .filter(|(_, e)| e.viewer.as_deref() == Some(viewer))
+                    .filter(|(_, e)| e.viewer.as_ref() == Some(viewer))
                     .map(|(id, _)| id.clone())
                     .collect()
             };
@@ -409,7 +411,10 @@ impl SessionManager {
 
         let mut reservation = self.reserve()?;
         let id = SessionId::generate();
-        let label = req.viewer.clone().unwrap_or_else(|| whep_label(&id));
+        let label = req
+            .viewer
+            .as_ref()
+            .map_or_else(|| whep_label(&id), ClientId::to_string);
         let audio = self.plan_audio(&prepared.audio, &label);
         let audio_answer = audio
             .as_ref()
@@ -547,7 +552,7 @@ impl SessionManager {
         let offer_to_answer = started.elapsed();
         tracing::info!(
             session = %id,
-            viewer = req.viewer.as_deref().unwrap_or("-"),
+            viewer = req.viewer.as_ref().map_or("-", ClientId::as_str),
             payload_type = prepared.video_payload_type,
             audio = audio_desc.as_deref().unwrap_or("none"),
             trickled,
@@ -677,11 +682,11 @@ impl SessionManager {
     }
 
     /// The session of a viewer id (KVS), if it has one.
-    pub fn session_of(&self, viewer: &str) -> Option<SessionId> {
+    pub fn session_of(&self, viewer: &ClientId) -> Option<SessionId> {
         self.lock()
             .sessions
             .iter()
-            .find(|(_, e)| e.viewer.as_deref() == Some(viewer) && !e.evicted)
+            .find(|(_, e)| e.viewer.as_ref() == Some(viewer) && !e.evicted)
             .map(|(id, _)| id.clone())
     }
 
@@ -735,7 +740,11 @@ impl SessionManager {
                 let first = c.first_frame_ms.load(Ordering::Relaxed);
                 SessionSummary {
                     id: Some(id.clone()),
-                    viewer: Some(e.viewer.clone().unwrap_or_else(|| whep_label(id))),
+                    viewer: Some(
+                        e.viewer
+                            .as_ref()
+                            .map_or_else(|| whep_label(id), ClientId::to_string),
+                    ),
                     state: e.state.borrow().to_string(),
                     age_s: e.created.elapsed().as_secs_f64(),
                     frames_sent: c.frames_sent.load(Ordering::Relaxed),
