@@ -17,6 +17,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::arn::ChannelArn;
 use super::backoff::system_jitter;
 use super::client_id::ClientId;
 use super::control::{ControlError, ControlPlane, classify, is_signature_time_error};
@@ -91,7 +92,7 @@ impl KvsMaster {
 
 /// Results and session output flowing back into the loop.
 enum Internal {
-    Described(Result<String, ControlError>, SystemTime),
+    Described(Result<ChannelArn, ControlError>, SystemTime),
     Endpoints(Result<Endpoints, ControlError>, SystemTime),
     IceConfig {
         from_chain: bool,
@@ -376,7 +377,7 @@ impl Driver {
         &self,
         from_chain: bool,
         https: String,
-        arn: String,
+        arn: ChannelArn,
     ) -> tokio::task::AbortHandle {
         debug!(from_chain, "KVS: GetIceServerConfig");
         let (c, tx) = (self.control.clone(), self.tx.clone());
@@ -400,7 +401,7 @@ impl Driver {
         }
         match (self.machine.channel_arn(), self.machine.endpoints()) {
             (Some(arn), Some(ep)) => {
-                let (https, arn) = (ep.https.clone(), arn.to_owned());
+                let (https, arn) = (ep.https.clone(), arn.clone());
                 let _ = self.spawn_ice_fetch(false, https, arn);
             }
             // Not discovered yet; the connection chain will fetch.
@@ -924,7 +925,7 @@ async fn next_frame(
 pub(crate) async fn connect(
     control: &ControlPlane,
     endpoint: &str,
-    channel_arn: &str,
+    channel_arn: &ChannelArn,
     clock_offset_ms: i64,
     timeout: Duration,
     insecure_ok: bool,

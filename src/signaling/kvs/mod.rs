@@ -4,12 +4,14 @@
 //! [`outbox`]) hold every decision and are tested on a virtual clock; [`presign`], [`control`]
 //! and [`iot`] talk to AWS; [`driver`] is the thin tokio task that wires them to a WebSocket;
 //! [`check()`] walks the same path step by step for `camgate kvs check`. [`ClientId`] is a
-//! viewer's id as checked where it comes off the wire.
+//! viewer's id as checked where it comes off the wire; [`ChannelArn`] the channel's ARN as
+//! checked where it comes from the configuration or the API.
 //!
 //! Use: `KvsMaster::start(opts, handler).await?` with an [`OfferHandler`]; read
 //! `master.stats().snapshot()`; `master.stop().await` on shutdown.
 
 pub use crate::backoff;
+pub mod arn;
 pub mod check;
 pub mod client_id;
 pub mod control;
@@ -71,7 +73,8 @@ pub struct KvsOptions {
     /// environment/profile.
     pub region: Option<String>,
     pub channel_name: Option<String>,
-    /// Preferred over the name when both are set.
+    /// Preferred over the name when both are set. Text as configured: it is parsed into a
+    /// [`ChannelArn`] when the control plane is set up, which refuses one that is malformed.
     pub channel_arn: Option<String>,
     /// Control-plane endpoint override (an emulator, a FIPS or dual-stack endpoint).
     pub endpoint_url: Option<String>,
@@ -137,6 +140,7 @@ impl Default for KvsOptions {
     }
 }
 
+pub use arn::{BadChannelArn, ChannelArn};
 pub use check::{CheckReport, CheckStep, check};
 pub use client_id::{BadClientId, ClientId};
 pub use driver::KvsMaster;
