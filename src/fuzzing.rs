@@ -103,13 +103,14 @@ pub fn kvs_message(data: &[u8]) {
     };
     match message::parse_frame(text) {
         Ok(message::Incoming::Offer { sender, .. } | message::Incoming::Answer { sender, .. }) => {
-            assert!(!sender.is_empty());
+            // A sender that comes out is one the service could have stamped.
+            assert!(message::valid_id(sender.as_str()));
         }
         Ok(message::Incoming::Candidate {
             sender,
             candidate_json,
         }) => {
-            assert!(!sender.is_empty());
+            assert!(message::valid_id(sender.as_str()));
             // The driver hands this to the stack as JSON.
             let parsed: Result<serde_json::Value, _> = serde_json::from_str(&candidate_json);
             assert!(parsed.is_ok(), "candidate is not JSON: {candidate_json}");

@@ -180,6 +180,28 @@ async fn bad_requests_get_4xx_and_connected_viewers_keep_receiving() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
+    // PATCH to a path that cannot be a session id is answered as for an id that names no
+    // session: 404 when a candidate needs the session, 204 for a fragment without one.
+    for path in ["whep/nope", "whep/0123456789abcdef0123456789abcdef"] {
+        let patch = |frag: &'static str| {
+            reqwest::Client::new()
+                .patch(d.endpoint(path))
+                .header("content-type", "application/trickle-ice-sdpfrag")
+                .body(frag)
+                .send()
+        };
+        let r = patch("a=mid:0\r\na=candidate:1 1 udp 2130706431 192.0.2.1 5000 typ host\r\n")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(
+            r.text().await.unwrap(),
+            format!("no session {}\n", &path[5..])
+        );
+        let r = patch("a=end-of-candidates\r\n").await.unwrap();
+        assert_eq!(r.status(), 204, "{path}");
+    }
+
     // A CORS preflight from a page on another origin is answered without letting it in
     // (same origin only by default; tests/local_security.rs covers http.cors_origins).
     let r = reqwest::Client::new()

@@ -11,6 +11,7 @@ use camgate::session::{
     AudioService, FrameFeed, KeyframeRequests, NetworkOptions, OfferRequest, SessionError,
     SessionManager, SessionOptions,
 };
+use camgate::signaling::kvs::ClientId;
 use support::viewer::TestViewer;
 use support::wait;
 
@@ -50,7 +51,7 @@ fn manager(
 
 fn request(viewer: Option<&str>, sdp: String) -> OfferRequest {
     OfferRequest {
-        viewer: viewer.map(str::to_owned),
+        viewer: viewer.map(|v| ClientId::parse(v).expect("a valid client id")),
         sdp,
         ice_servers: Vec::new(),
         trickle: None,
@@ -94,7 +95,9 @@ async fn two_quick_offers_from_one_viewer_leave_one_session() {
         );
         let s = mgr.summaries();
         assert_eq!(s[0].viewer.as_deref(), Some("viewer-1"));
-        let kept = mgr.session_of("viewer-1").expect("the viewer's session");
+        let kept = mgr
+            .session_of(&ClientId::parse("viewer-1").unwrap())
+            .expect("the viewer's session");
         assert!(
             answered.iter().any(|a| a.session_id == kept),
             "round {round}: the session kept ({kept}) is not one that was answered"
@@ -130,7 +133,10 @@ async fn an_offer_whose_caller_goes_away_leaves_nothing_behind() {
         let answered = answered.clone();
         async move {
             let (connected, pending) = m.occupancy();
-            let only_answered = m.summaries().iter().all(|s| answered.contains(&s.id));
+            let only_answered = m
+                .summaries()
+                .iter()
+                .all(|s| s.id.as_ref().is_some_and(|id| answered.contains(id)));
             (connected == 0 && pending <= 2 && only_answered).then_some(())
         }
     })
@@ -193,6 +199,6 @@ async fn connecting_sessions_have_their_own_cap_and_expire() {
     );
     assert!(
         ids.iter()
-            .all(|id| mgr.summaries().iter().all(|s| &s.id != id))
+            .all(|id| mgr.summaries().iter().all(|s| s.id.as_ref() != Some(id)))
     );
 }

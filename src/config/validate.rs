@@ -346,31 +346,10 @@ fn valid_channel_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// `arn:<partition>:kinesisvideo:<region>:<account>:channel/<name>/<creation ms>`, max 1024.
+/// `arn:<partition>:kinesisvideo:<region>:<account>:channel/<name>/<creation ms>`, max 1024:
+/// the rule the KVS module parses `kvs.channel_arn` with when it sets up the control plane.
 fn valid_channel_arn(arn: &str) -> bool {
-    let lower_digit_dash = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let parts: Vec<&str> = arn.split(':').collect();
-    let [arn_lit, partition, service, region, account, resource] = parts[..] else {
-        return false;
-    };
-    let res: Vec<&str> = resource.split('/').collect();
-    let [kind, name, created] = res[..] else {
-        return false;
-    };
-    arn.len() <= 1024
-        && arn_lit == "arn"
-        && lower_digit_dash(partition)
-        && service == "kinesisvideo"
-        && lower_digit_dash(region)
-        && digits(account)
-        && kind == "channel"
-        && valid_channel_name(name)
-        && digits(created)
+    crate::signaling::kvs::ChannelArn::parse(arn).is_ok()
 }
 
 fn valid_region(region: &str) -> bool {

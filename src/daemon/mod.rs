@@ -626,7 +626,7 @@ async fn stats(
     let mut sessions = rt.sessions.summaries();
     if !authenticated {
         for s in &mut sessions {
-            s.id.clear();
+            s.id = None;
         }
     }
     let (connected, connecting) = rt.sessions.occupancy();
@@ -786,14 +786,14 @@ struct KvsViewers(Arc<SessionManager>);
 impl signaling::kvs::OfferHandler for KvsViewers {
     async fn offer(
         &self,
-        client_id: &str,
+        client_id: &signaling::kvs::ClientId,
         offer_sdp: &str,
         ice_servers: Vec<signaling::kvs::IceServer>,
         candidates: Option<tokio::sync::mpsc::Sender<String>>,
     ) -> Result<String, String> {
         self.0
             .offer(crate::session::OfferRequest {
-                viewer: Some(client_id.to_owned()),
+                viewer: Some(client_id.clone()),
                 sdp: offer_sdp.to_owned(),
                 ice_servers,
                 trickle: candidates,
@@ -803,10 +803,10 @@ impl signaling::kvs::OfferHandler for KvsViewers {
             .map_err(|e| e.to_string())
     }
 
-    async fn remote_candidate(&self, client_id: &str, candidate_json: &str) {
+    async fn remote_candidate(&self, client_id: &signaling::kvs::ClientId, candidate_json: &str) {
         let Some(id) = self.0.session_of(client_id) else {
             tracing::debug!(
-                viewer = client_id,
+                viewer = client_id.as_str(),
                 "candidate for a viewer with no session; dropped"
             );
             return;
@@ -815,10 +815,13 @@ impl signaling::kvs::OfferHandler for KvsViewers {
             Ok(c) if c.candidate.is_empty() => {}
             Ok(c) => {
                 if let Err(e) = self.0.add_remote_candidate(&id, c).await {
-                    tracing::info!(viewer = client_id, "remote candidate refused: {e}");
+                    tracing::info!(viewer = client_id.as_str(), "remote candidate refused: {e}");
                 }
             }
-            Err(e) => tracing::info!(viewer = client_id, "malformed remote candidate: {e}"),
+            Err(e) => tracing::info!(
+                viewer = client_id.as_str(),
+                "malformed remote candidate: {e}"
+            ),
         }
     }
 }

@@ -28,11 +28,13 @@ use super::IceServer;
 use super::audio::AudioService;
 use super::candidate::{self, CandidatePolicy, Verdict};
 use super::feed::{FrameFeed, KeyframeRequests};
+use super::id::SessionId;
 use super::peer::{self, AudioPeerPlan, NetworkOptions, PeerEvents};
 use super::ports::PortPool;
 use super::sdp::{self, AudioPlan, Direction, SdpError};
 use super::viewer::{MediaTask, ViewerCounters};
 use crate::rtp::Stamper;
+use crate::signaling::kvs::ClientId;
 
 /// Settings for admission and connection handling.
 #[derive(Debug, Clone)]
@@ -76,7 +78,7 @@ pub enum SessionError {
     #[error("WebRTC failure: {0}")]
     Internal(String),
     #[error("no session {0}")]
-    NotFound(String),
+    NotFound(SessionId),
     #[error("shutting down")]
     ShuttingDown,
 }
@@ -85,7 +87,7 @@ pub enum SessionError {
 pub struct OfferRequest {
     /// Stable viewer identity (the KVS client id). A new offer from the same viewer replaces
     /// its previous session. None for WHEP, where every POST is a new session.
-    pub viewer: Option<String>,
+    pub viewer: Option<ClientId>,
     pub sdp: String,
     /// Extra ICE servers for this session (KVS TURN), on top of `webrtc.stun_urls`.
     pub ice_servers: Vec<IceServer>,
@@ -96,7 +98,7 @@ pub struct OfferRequest {
 
 #[derive(Debug, Clone)]
 pub struct Answer {
-    pub session_id: String,
+    pub session_id: SessionId,
     pub sdp: String,
     /// True when the answer went out before gathering and candidates follow on the channel.
     pub trickled: bool,
@@ -106,8 +108,10 @@ pub struct Answer {
 /// A snapshot of one session, for logs, health and metrics.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SessionSummary {
-    /// What WHEP's PATCH and DELETE act on: shown only to token holders.
-    pub id: String,
+    /// What WHEP's PATCH and DELETE act on: shown only to token holders. None when the
+    /// reader may not see it; serialized as `""` then, as /stats always has.
+    #[serde(serialize_with = "id_or_empty")]
+    pub id: Option<SessionId>,
     /// The KVS client id, or for WHEP a label derived from the session id (`whep-` and 8 hex
     /// digits of its SHA-256) that names the viewer in talkback status and logs without
     /// giving its id away.
@@ -126,7 +130,8 @@ pub struct SessionSummary {
 }
 
 struct Entry {
-    viewer: Option<String>,
+    /// The KVS viewer it serves (None for WHEP): a newer offer from it replaces this session.
+    viewer: Option<ClientId>,
     pc: Arc<dyn PeerConnection>,
     cancel: CancellationToken,
     counters: Arc<ViewerCounters>,
@@ -167,11 +172,11 @@ impl SentTotals {
 }
 
 struct Inner {
-    sessions: HashMap<String, Entry>,
+    sessions: HashMap<SessionId, Entry>,
     /// Per viewer id (KVS): the generation of its newest offer. An offer admits its session
     /// only if it is still the newest, so two quick offers from one viewer end with one
     /// session, the second's.
-    latest_offer: HashMap<String, u64>,
+    latest_offer: HashMap<ClientId, u64>,
     /// The last generation handed out.
     generation: u64,
     /// What sessions that have ended were sent.
@@ -241,7 +246,7 @@ impl Drop for PeerGuard {
 /// Forgets a viewer's newest-offer generation when that offer does not become a session.
 struct LatestOffer<'a> {
     mgr: &'a SessionManager,
-    viewer: Option<(String, u64)>,
+    viewer: Option<(ClientId, u64)>,
 }
 
 impl Drop for LatestOffer<'_> {
@@ -385,7 +390,7 @@ impl SessionManager {
         };
         let mut generation = 0;
         if let Some(viewer) = &req.viewer {
-            let old: Vec<String> = {
+            let old: Vec<SessionId> = {
                 let mut inner = self.lock();
                 inner.generation += 1;
                 generation = inner.generation;
@@ -393,7 +398,7 @@ impl SessionManager {
                 inner
                     .sessions
                     .iter()
-                    .filter(|(_, e)| e.viewer.as_deref() == Some(viewer))
+                    .filter(|(_, e)| e.viewer.as_ref() == Some(viewer))
                     .map(|(id, _)| id.clone())
                     .collect()
             };
@@ -405,8 +410,11 @@ impl SessionManager {
         }
 
         let mut reservation = self.reserve()?;
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let label = req.viewer.clone().unwrap_or_else(|| whep_label(&id));
+        let id = SessionId::generate();
+        let label = req
+            .viewer
+            .as_ref()
+            .map_or_else(|| whep_label(&id), ClientId::to_string);
         let audio = self.plan_audio(&prepared.audio, &label);
         let audio_answer = audio
             .as_ref()
@@ -544,7 +552,7 @@ impl SessionManager {
         let offer_to_answer = started.elapsed();
         tracing::info!(
             session = %id,
-            viewer = req.viewer.as_deref().unwrap_or("-"),
+            viewer = req.viewer.as_ref().map_or("-", ClientId::as_str),
             payload_type = prepared.video_payload_type,
             audio = audio_desc.as_deref().unwrap_or("none"),
             trickled,
@@ -635,11 +643,18 @@ impl SessionManager {
         })
     }
 
+    /// Whether a remote candidate is skipped whatever session it names (an address the
+    /// candidate policy does not use): [`add_remote_candidate`](Self::add_remote_candidate)
+    /// answers Ok for it before looking the session up.
+    pub fn ignores_candidate(&self, candidate: &str) -> bool {
+        matches!(self.opts.candidates.judge(candidate), Verdict::Ignore(_))
+    }
+
     /// A trickled candidate from the viewer of session `id`. Unusable addresses are skipped
     /// (Ok); past `max_remote_candidates` the candidate is refused.
     pub async fn add_remote_candidate(
         &self,
-        id: &str,
+        id: &SessionId,
         candidate: RTCIceCandidateInit,
     ) -> Result<(), SessionError> {
         if let Verdict::Ignore(why) = self.opts.candidates.judge(&candidate.candidate) {
@@ -652,7 +667,7 @@ impl SessionManager {
                 .sessions
                 .get_mut(id)
                 .filter(|e| !e.evicted)
-                .ok_or_else(|| SessionError::NotFound(id.to_owned()))?;
+                .ok_or_else(|| SessionError::NotFound(id.clone()))?;
             if e.remote_candidates >= self.opts.max_remote_candidates {
                 return Err(SessionError::TooManyCandidates {
                     max: self.opts.max_remote_candidates,
@@ -667,17 +682,17 @@ impl SessionManager {
     }
 
     /// The session of a viewer id (KVS), if it has one.
-    pub fn session_of(&self, viewer: &str) -> Option<String> {
+    pub fn session_of(&self, viewer: &ClientId) -> Option<SessionId> {
         self.lock()
             .sessions
             .iter()
-            .find(|(_, e)| e.viewer.as_deref() == Some(viewer) && !e.evicted)
+            .find(|(_, e)| e.viewer.as_ref() == Some(viewer) && !e.evicted)
             .map(|(id, _)| id.clone())
     }
 
     /// A session has connected: it moves from the connecting count to the viewer count, if
     /// there is room. False when `max_viewers` are already connected (it must close).
-    fn mark_connected(&self, id: &str) -> bool {
+    fn mark_connected(&self, id: &SessionId) -> bool {
         let mut inner = self.lock();
         let (connected, _) = inner.occupancy();
         match inner.sessions.get_mut(id) {
@@ -690,7 +705,7 @@ impl SessionManager {
     }
 
     /// Ends a session and waits (bounded) until its connection is closed. False if unknown.
-    pub async fn close(&self, id: &str) -> bool {
+    pub async fn close(&self, id: &SessionId) -> bool {
         let found = self
             .lock()
             .sessions
@@ -706,7 +721,7 @@ impl SessionManager {
 
     /// Closes every session (daemon shutdown); new offers are refused from now on.
     pub async fn shutdown(&self) {
-        let ids: Vec<String> = {
+        let ids: Vec<SessionId> = {
             let mut inner = self.lock();
             inner.closing = true;
             inner.sessions.keys().cloned().collect()
@@ -724,8 +739,12 @@ impl SessionManager {
                 let c = &e.counters;
                 let first = c.first_frame_ms.load(Ordering::Relaxed);
                 SessionSummary {
-                    id: id.clone(),
-                    viewer: Some(e.viewer.clone().unwrap_or_else(|| whep_label(id))),
+                    id: Some(id.clone()),
+                    viewer: Some(
+                        e.viewer
+                            .as_ref()
+                            .map_or_else(|| whep_label(id), ClientId::to_string),
+                    ),
                     state: e.state.borrow().to_string(),
                     age_s: e.created.elapsed().as_secs_f64(),
                     frames_sent: c.frames_sent.load(Ordering::Relaxed),
@@ -746,7 +765,7 @@ impl SessionManager {
     }
 
     /// Called by a session's task when it has ended.
-    fn remove(&self, id: &str, port: u16) {
+    fn remove(&self, id: &SessionId, port: u16) {
         let mut inner = self.lock();
         if let Some(e) = inner.sessions.remove(id) {
             inner.ended.add(&e);
@@ -779,10 +798,15 @@ impl Inner {
 
 /// The public name of a WHEP session: `whep-` and the first 8 hex digits of the SHA-256 of
 /// its id. Enough to tell viewers apart, nothing to act on them with.
-pub fn whep_label(id: &str) -> String {
+pub fn whep_label(id: &SessionId) -> String {
     use sha2::Digest;
-    let d = sha2::Sha256::digest(id.as_bytes());
+    let d = sha2::Sha256::digest(id.as_str().as_bytes());
     format!("whep-{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
+}
+
+/// A summary's id as /stats has always shown it: the id, or `""` when it is hidden.
+fn id_or_empty<S: serde::Serializer>(id: &Option<SessionId>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(id.as_ref().map_or("", SessionId::as_str))
 }
 
 /// set_remote → create_answer → set_local, then the answer text: at once when trickling,
@@ -833,7 +857,7 @@ async fn negotiate(
 #[allow(clippy::too_many_arguments)]
 async fn lifetime(
     mgr: Weak<SessionManager>,
-    id: String,
+    id: SessionId,
     port: u16,
     pc: Arc<dyn PeerConnection>,
     events: PeerEvents,

@@ -6,6 +6,7 @@
 //! - [`gop`]: the latest GOP of a passed-through camera, and a joining viewer's catch-up
 //!   from it (sans-IO).
 //! - [`candidate`]: which remote ICE candidates a session takes (sans-IO).
+//! - [`id`]: session ids, made by the manager and parsed from WHEP paths.
 //! - [`manager`]: admission (`webrtc.max_viewers`, `webrtc.max_pending`), answering, lifetime
 //!   and cleanup.
 //! - `peer`, `viewer`, `interceptor`: the `webrtc` crate glue.
@@ -14,6 +15,7 @@ pub mod audio;
 pub mod candidate;
 pub mod feed;
 pub mod gop;
+pub mod id;
 mod interceptor;
 pub mod keyframe;
 pub mod manager;
@@ -26,6 +28,7 @@ pub use audio::{AudioService, G711Demand};
 pub use candidate::CandidatePolicy;
 pub use feed::{FrameFeed, KeyframeCause, KeyframeRequests};
 pub use gop::GopOptions;
+pub use id::{BadSessionId, SessionId};
 pub use manager::{
     Answer, OfferRequest, SentTotals, SessionError, SessionManager, SessionOptions, SessionSummary,
 };

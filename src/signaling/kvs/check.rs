@@ -89,7 +89,7 @@ pub async fn check(cfg: &KvsOptions) -> CheckReport {
     let region = control.region().to_owned();
     let channel = match control.channel() {
         ChannelRef::Name(n) => n.clone(),
-        ChannelRef::Arn(a) => a.clone(),
+        ChannelRef::Arn(a) => a.to_string(),
     };
     report.push(
         "configuration",
@@ -263,6 +263,7 @@ fn diagnose(e: &ControlError, step: &str, cfg: &KvsOptions, region: &str) -> Str
     }
     match e {
         ControlError::NoChannel => "no channel configured: set the KVS channel name or ARN".into(),
+        ControlError::BadChannelArn(why) => format!("kvs.channel_arn: {why}"),
         ControlError::NoRegion => {
             "no AWS region: set the KVS region (or AWS_REGION / a profile region)".into()
         }

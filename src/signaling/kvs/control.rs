@@ -24,6 +24,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use tokio::sync::Mutex;
 
 use super::KvsOptions;
+use super::arn::{BadChannelArn, ChannelArn};
 use super::ice_refresh::TurnServer;
 use super::iot::{IotCredentialsProvider, IotError};
 use super::machine::{Endpoints, Failure};
@@ -32,13 +33,15 @@ use super::machine::{Endpoints, Failure};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelRef {
     Name(String),
-    Arn(String),
+    Arn(ChannelArn),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("no channel configured (set a channel name or ARN)")]
     NoChannel,
+    #[error("kvs.channel_arn: {0}")]
+    BadChannelArn(BadChannelArn),
     #[error("no AWS region configured and none found in the environment/profile")]
     NoRegion,
     #[error("no AWS credentials: {0}")]
@@ -144,16 +147,6 @@ pub fn is_signature_time_error(message: &str) -> bool {
     message.contains("Signature expired") || message.contains("Signature not yet current")
 }
 
-/// Region of a channel ARN (`arn:aws:kinesisvideo:<region>:<account>:channel/<name>/<ms>`).
-pub fn region_from_arn(arn: &str) -> Option<&str> {
-    let mut parts = arn.split(':');
-    (parts.next()? == "arn").then_some(())?;
-    let _partition = parts.next()?;
-    let _service = parts.next()?;
-    let region = parts.next()?;
-    (!region.is_empty()).then_some(region)
-}
-
 /// Remembers the `Date` of the last REST response. The SDK corrects its own signing for skew,
 /// but the WebSocket presign is ours: this is how the connection machine learns the service
 /// clock before a handshake fails (the C SDK compares every response's `Date` the same way).
@@ -255,7 +248,9 @@ impl ControlPlane {
     pub async fn new(opts: &KvsOptions) -> Result<Self, ControlError> {
         super::install_crypto_provider();
         let channel = match (&opts.channel_arn, &opts.channel_name) {
-            (Some(arn), _) if !arn.is_empty() => ChannelRef::Arn(arn.clone()),
+            (Some(arn), _) if !arn.is_empty() => {
+                ChannelRef::Arn(ChannelArn::parse(arn).map_err(ControlError::BadChannelArn)?)
+            }
             (_, Some(name)) if !name.is_empty() => ChannelRef::Name(name.clone()),
             _ => return Err(ControlError::NoChannel),
         };
@@ -268,7 +263,7 @@ impl ControlPlane {
         );
         // The channel's region wins: signing scope and hosts must match it.
         let region = match &channel {
-            ChannelRef::Arn(arn) => region_from_arn(arn).map(str::to_owned),
+            ChannelRef::Arn(arn) => Some(arn.region().to_owned()),
             ChannelRef::Name(_) => None,
         }
         .or_else(|| opts.region.clone());
@@ -354,11 +349,11 @@ impl ControlPlane {
     }
 
     /// DescribeSignalingChannel; on 404 creates the channel if allowed. Returns the ARN.
-    pub async fn describe(&self) -> Result<String, ControlError> {
+    pub async fn describe(&self) -> Result<ChannelArn, ControlError> {
         const OP: &str = "DescribeSignalingChannel";
         let req = self.kv.describe_signaling_channel();
         let req = match &self.channel {
-            ChannelRef::Arn(a) => req.channel_arn(a),
+            ChannelRef::Arn(a) => req.channel_arn(a.as_str()),
             ChannelRef::Name(n) => req.channel_name(n),
         };
         match req.send().await {
@@ -379,7 +374,7 @@ impl ControlPlane {
                 if info.channel_status() == Some(&Status::Deleting) {
                     return Err(ControlError::ChannelDeleting(arn));
                 }
-                Ok(arn)
+                answered_arn(OP, &arn)
             }
             Err(e) => {
                 let err = map_sdk_error(OP, e);
@@ -391,7 +386,7 @@ impl ControlPlane {
         }
     }
 
-    async fn create(&self, name: &str) -> Result<String, ControlError> {
+    async fn create(&self, name: &str) -> Result<ChannelArn, ControlError> {
         const OP: &str = "CreateSignalingChannel";
         tracing::info!(channel = name, "KVS channel not found; creating it");
         let out = self
@@ -402,22 +397,22 @@ impl ControlPlane {
             .send()
             .await
             .map_err(|e| map_sdk_error(OP, e))?;
-        out.channel_arn()
-            .filter(|a| !a.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| ControlError::BadResponse {
+        let arn = out.channel_arn().filter(|a| !a.is_empty()).ok_or_else(|| {
+            ControlError::BadResponse {
                 op: OP,
                 detail: "no ChannelARN".into(),
-            })
+            }
+        })?;
+        answered_arn(OP, arn)
     }
 
     /// GetSignalingChannelEndpoint(MASTER, [WSS, HTTPS]).
-    pub async fn endpoints(&self, channel_arn: &str) -> Result<Endpoints, ControlError> {
+    pub async fn endpoints(&self, channel_arn: &ChannelArn) -> Result<Endpoints, ControlError> {
         const OP: &str = "GetSignalingChannelEndpoint";
         let out = self
             .kv
             .get_signaling_channel_endpoint()
-            .channel_arn(channel_arn)
+            .channel_arn(channel_arn.as_str())
             .single_master_channel_endpoint_configuration(
                 SingleMasterChannelEndpointConfiguration::builder()
                     .protocols(ChannelProtocol::Wss)
@@ -453,7 +448,7 @@ impl ControlPlane {
     pub async fn ice_config(
         &self,
         https_endpoint: &str,
-        channel_arn: &str,
+        channel_arn: &ChannelArn,
     ) -> Result<Vec<TurnServer>, ControlError> {
         const OP: &str = "GetIceServerConfig";
         super::presign::check_scheme(https_endpoint, self.insecure_ok).map_err(|e| {
@@ -465,7 +460,7 @@ impl ControlPlane {
         let client = self.signaling_client(https_endpoint);
         let out = client
             .get_ice_server_config()
-            .channel_arn(channel_arn)
+            .channel_arn(channel_arn.as_str())
             .client_id(&self.client_id)
             .service(Service::Turn)
             .send()
@@ -502,6 +497,15 @@ impl ControlPlane {
         *g = Some((https_endpoint.to_owned(), client.clone()));
         client
     }
+}
+
+/// The ARN in an API answer, parsed where it enters: one that is not a signaling channel ARN
+/// is a bad response, as a missing one is.
+fn answered_arn(op: &'static str, arn: &str) -> Result<ChannelArn, ControlError> {
+    ChannelArn::parse(arn).map_err(|e| ControlError::BadResponse {
+        op,
+        detail: format!("ChannelARN: {e}"),
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -575,22 +579,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn region_comes_from_the_arn() {
-        assert_eq!(
-            region_from_arn(
-                "arn:aws:kinesisvideo:eu-west-1:123456789012:channel/cam/1700000000000"
-            ),
-            Some("eu-west-1")
-        );
-        assert_eq!(
-            region_from_arn("arn:aws-cn:kinesisvideo:cn-north-1:1:channel/c/1"),
-            Some("cn-north-1")
-        );
-        assert_eq!(region_from_arn("cam"), None);
-        assert_eq!(region_from_arn("arn:aws:kinesisvideo::1:channel/c/1"), None);
-    }
 
     #[test]
     fn classification_matches_the_policy_table() {

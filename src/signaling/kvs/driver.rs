@@ -17,7 +17,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::arn::ChannelArn;
 use super::backoff::system_jitter;
+use super::client_id::ClientId;
 use super::control::{ControlError, ControlPlane, classify, is_signature_time_error};
 use super::ice_refresh::{IceRefresher, RefreshConfig, TurnServer};
 use super::machine::{Action, Cause, Endpoints, Event, Failure, Machine, MachineConfig, State};
@@ -90,7 +92,7 @@ impl KvsMaster {
 
 /// Results and session output flowing back into the loop.
 enum Internal {
-    Described(Result<String, ControlError>, SystemTime),
+    Described(Result<ChannelArn, ControlError>, SystemTime),
     Endpoints(Result<Endpoints, ControlError>, SystemTime),
     IceConfig {
         from_chain: bool,
@@ -99,14 +101,14 @@ enum Internal {
     },
     Connected(Result<Box<Ws>, (String, Failure)>),
     OfferDone {
-        client_id: String,
+        client_id: ClientId,
         generation: u64,
         started: Instant,
         trickle: bool,
         result: Result<String, String>,
     },
     LocalCandidate {
-        client_id: String,
+        client_id: ClientId,
         generation: u64,
         json: String,
     },
@@ -148,12 +150,12 @@ struct Driver {
     ice: IceRefresher,
     pending: PendingCandidates,
     correlator: Correlator,
-    sessions: HashMap<String, Session>,
+    sessions: HashMap<ClientId, Session>,
     next_generation: u64,
     ws: Option<Box<Ws>>,
     outbox: Outbox,
     /// Offer arrival per viewer whose answer is queued, for the offer → answer time.
-    answer_started: HashMap<String, (Instant, bool)>,
+    answer_started: HashMap<ClientId, (Instant, bool)>,
     connect_cause: Cause,
     /// The task performing the current step's call or connect; aborted on
     /// [`Action::CancelCall`].
@@ -375,7 +377,7 @@ impl Driver {
         &self,
         from_chain: bool,
         https: String,
-        arn: String,
+        arn: ChannelArn,
     ) -> tokio::task::AbortHandle {
         debug!(from_chain, "KVS: GetIceServerConfig");
         let (c, tx) = (self.control.clone(), self.tx.clone());
@@ -399,7 +401,7 @@ impl Driver {
         }
         match (self.machine.channel_arn(), self.machine.endpoints()) {
             (Some(arn), Some(ep)) => {
-                let (https, arn) = (ep.https.clone(), arn.to_owned());
+                let (https, arn) = (ep.https.clone(), arn.clone());
                 let _ = self.spawn_ice_fetch(false, https, arn);
             }
             // Not discovered yet; the connection chain will fetch.
@@ -524,7 +526,7 @@ impl Driver {
         }
     }
 
-    fn correlation(&mut self, action: message::Action, recipient: &str) -> String {
+    fn correlation(&mut self, action: message::Action, recipient: &ClientId) -> String {
         let unix_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -533,7 +535,7 @@ impl Driver {
             .next(Instant::now(), unix_ms, action, recipient)
     }
 
-    fn is_current(&self, client_id: &str, generation: u64) -> bool {
+    fn is_current(&self, client_id: &ClientId, generation: u64) -> bool {
         self.sessions
             .get(client_id)
             .is_some_and(|s| s.generation == generation)
@@ -541,7 +543,7 @@ impl Driver {
 
     async fn offer_done(
         &mut self,
-        client_id: String,
+        client_id: ClientId,
         generation: u64,
         started: Instant,
         trickle: bool,
@@ -717,7 +719,7 @@ impl Driver {
         }
     }
 
-    fn offer(&mut self, client_id: String, sdp: String, now: Instant) {
+    fn offer(&mut self, client_id: ClientId, sdp: String, now: Instant) {
         self.stats.offer_in();
         self.next_generation += 1;
         let generation = self.next_generation;
@@ -806,7 +808,7 @@ impl Driver {
         ));
     }
 
-    fn enqueue(&mut self, action: message::Action, recipient: &str, text: String) {
+    fn enqueue(&mut self, action: message::Action, recipient: &ClientId, text: String) {
         if let Some(d) = self.outbox.push(Instant::now(), action, recipient, text) {
             self.report_dropped(&d);
         }
@@ -923,7 +925,7 @@ async fn next_frame(
 pub(crate) async fn connect(
     control: &ControlPlane,
     endpoint: &str,
-    channel_arn: &str,
+    channel_arn: &ChannelArn,
     clock_offset_ms: i64,
     timeout: Duration,
     insecure_ok: bool,

@@ -26,6 +26,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use super::arn::ChannelArn;
 use super::backoff::{Backoff, BackoffConfig, Jitter, RateCap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +183,7 @@ pub enum Event {
     Stop,
     Timer,
     /// DescribeSignalingChannel (or Create) result: the channel ARN.
-    Described(Result<String, Failure>),
+    Described(Result<ChannelArn, Failure>),
     GotEndpoints(Result<Endpoints, Failure>),
     GotIceConfig(Result<(), Failure>),
     SocketOpened,
@@ -210,16 +211,16 @@ pub enum Event {
 pub enum Action {
     CallDescribe,
     CallGetEndpoint {
-        channel_arn: String,
+        channel_arn: ChannelArn,
     },
     CallGetIceConfig {
-        channel_arn: String,
+        channel_arn: ChannelArn,
         https_endpoint: String,
     },
     /// Open the WebSocket; presign with `now + clock_offset_ms` as the signing time.
     Connect {
         wss_endpoint: String,
-        channel_arn: String,
+        channel_arn: ChannelArn,
         clock_offset_ms: i64,
         cause: Cause,
     },
@@ -245,7 +246,7 @@ const CLOCK_CORRECT_MIN_MS: i64 = 60_000;
 pub struct Machine {
     cfg: MachineConfig,
     state: State,
-    channel_arn: Option<String>,
+    channel_arn: Option<ChannelArn>,
     endpoints: Option<(Endpoints, Instant)>,
     clock_offset_ms: i64,
     backoff: Backoff,
@@ -302,8 +303,8 @@ impl Machine {
         self.clock_offset_ms
     }
 
-    pub fn channel_arn(&self) -> Option<&str> {
-        self.channel_arn.as_deref()
+    pub fn channel_arn(&self) -> Option<&ChannelArn> {
+        self.channel_arn.as_ref()
     }
 
     pub fn endpoints(&self) -> Option<&Endpoints> {
@@ -557,18 +558,18 @@ impl Machine {
             }
             _ => step,
         };
-        let arn = self.channel_arn.clone().unwrap_or_default();
         self.step_started = now;
-        match step {
-            Step::Describe => {
-                self.state = State::Describe;
-                out.push(Action::CallDescribe);
-            }
-            Step::GetEndpoint => {
+        // Every step after Describe has an ARN (the fill-in above saw to that).
+        let arn = match step {
+            Step::Describe => None,
+            _ => self.channel_arn.clone(),
+        };
+        match (step, arn) {
+            (Step::GetEndpoint, Some(arn)) => {
                 self.state = State::GetEndpoint;
                 out.push(Action::CallGetEndpoint { channel_arn: arn });
             }
-            Step::GetIceConfig => {
+            (Step::GetIceConfig, Some(arn)) => {
                 let https = self
                     .endpoints
                     .as_ref()
@@ -580,7 +581,7 @@ impl Machine {
                     https_endpoint: https,
                 });
             }
-            Step::Connect => {
+            (Step::Connect, Some(arn)) => {
                 let earliest = self.connect_cap.earliest(now);
                 if earliest > now {
                     self.state = State::Backoff;
@@ -601,6 +602,11 @@ impl Machine {
                     clock_offset_ms: self.clock_offset_ms,
                     cause: self.next_cause,
                 });
+            }
+            // Describe, or a later step that (contrary to the above) has no ARN: find it.
+            (_, _) => {
+                self.state = State::Describe;
+                out.push(Action::CallDescribe);
             }
         }
     }
@@ -679,6 +685,10 @@ mod tests {
 
     const ARN: &str = "arn:aws:kinesisvideo:eu-west-1:123456789012:channel/cam/1700000000000";
 
+    fn arn() -> ChannelArn {
+        ChannelArn::parse(ARN).unwrap()
+    }
+
     fn eps() -> Endpoints {
         Endpoints {
             wss: "wss://m-1.example".into(),
@@ -728,15 +738,13 @@ mod tests {
         fn connect(&mut self) {
             assert_eq!(self.ev(Event::Start), vec![Action::CallDescribe]);
             assert_eq!(
-                self.ev(Event::Described(Ok(ARN.into()))),
-                vec![Action::CallGetEndpoint {
-                    channel_arn: ARN.into()
-                }]
+                self.ev(Event::Described(Ok(arn()))),
+                vec![Action::CallGetEndpoint { channel_arn: arn() }]
             );
             assert_eq!(
                 self.ev(Event::GotEndpoints(Ok(eps()))),
                 vec![Action::CallGetIceConfig {
-                    channel_arn: ARN.into(),
+                    channel_arn: arn(),
                     https_endpoint: "https://r-1.example".into()
                 }]
             );
@@ -764,7 +772,7 @@ mod tests {
     fn happy_path_connects_with_full_chain() {
         let mut r = Rig::new(0.5);
         r.connect();
-        assert_eq!(r.m.channel_arn(), Some(ARN));
+        assert_eq!(r.m.channel_arn().map(ChannelArn::as_str), Some(ARN));
         assert_eq!(r.m.endpoints(), Some(&eps()));
     }
 
@@ -839,7 +847,7 @@ mod tests {
             a,
             vec![Action::Connect {
                 wss_endpoint: "wss://m-1.example".into(),
-                channel_arn: ARN.into(),
+                channel_arn: arn(),
                 clock_offset_ms: 0,
                 cause: Cause::SocketClosed
             }]
@@ -962,7 +970,7 @@ mod tests {
             let a = if i % 2 == 0 {
                 let a = r.ev(Event::GoAway);
                 assert_eq!(a.last(), Some(&Action::CallDescribe), "{a:?}");
-                r.ev(Event::Described(Ok(ARN.into())));
+                r.ev(Event::Described(Ok(arn())));
                 r.ev(Event::GotEndpoints(Ok(eps())))
             } else {
                 let a = r.ev(Event::ReconnectIceServer);
@@ -1000,7 +1008,7 @@ mod tests {
                 Action::CallDescribe
             ]
         );
-        r.ev(Event::Described(Ok(ARN.into())));
+        r.ev(Event::Described(Ok(arn())));
         r.ev(Event::GotEndpoints(Ok(eps())));
         let a = r.ev(Event::GotIceConfig(Ok(())));
         assert!(
@@ -1027,7 +1035,7 @@ mod tests {
                     cause: Cause::ReconnectIceServer
                 },
                 Action::CallGetIceConfig {
-                    channel_arn: ARN.into(),
+                    channel_arn: arn(),
                     https_endpoint: "https://r-1.example".into()
                 }
             ]
@@ -1062,7 +1070,7 @@ mod tests {
         assert!(r.ev(Event::Described(Err(skew))).is_empty());
         assert_eq!(r.m.state(), State::Backoff);
         assert_eq!(r.fire(), vec![Action::CallDescribe]);
-        r.ev(Event::Described(Ok(ARN.into())));
+        r.ev(Event::Described(Ok(arn())));
         r.ev(Event::GotEndpoints(Ok(eps())));
         let a = r.ev(Event::GotIceConfig(Ok(())));
         assert!(
@@ -1103,7 +1111,7 @@ mod tests {
             server_date: local + secs(600),
             local_date: local,
         });
-        r.ev(Event::Described(Ok(ARN.into())));
+        r.ev(Event::Described(Ok(arn())));
         r.ev(Event::GotEndpoints(Ok(eps())));
         let a = r.ev(Event::GotIceConfig(Ok(())));
         assert!(
@@ -1134,9 +1142,9 @@ mod tests {
         assert_eq!(r.fire(), vec![Action::CallDescribe]);
         let new_arn = "arn:aws:kinesisvideo:eu-west-1:123456789012:channel/cam/1800000000000";
         assert_eq!(
-            r.ev(Event::Described(Ok(new_arn.into()))),
+            r.ev(Event::Described(Ok(ChannelArn::parse(new_arn).unwrap()))),
             vec![Action::CallGetEndpoint {
-                channel_arn: new_arn.into()
+                channel_arn: ChannelArn::parse(new_arn).unwrap()
             }]
         );
     }
@@ -1150,9 +1158,7 @@ mod tests {
         r.ev(Event::ConnectFailed(Failure::Server));
         assert_eq!(
             r.fire(),
-            vec![Action::CallGetEndpoint {
-                channel_arn: ARN.into()
-            }]
+            vec![Action::CallGetEndpoint { channel_arn: arn() }]
         );
     }
 
@@ -1164,16 +1170,14 @@ mod tests {
             assert!(r.ev(Event::Described(Err(f))).is_empty());
             assert_eq!(r.fire(), vec![Action::CallDescribe]);
         }
-        r.ev(Event::Described(Ok(ARN.into())));
+        r.ev(Event::Described(Ok(arn())));
         assert!(
             r.ev(Event::GotEndpoints(Err(Failure::Throttled)))
                 .is_empty()
         );
         assert_eq!(
             r.fire(),
-            vec![Action::CallGetEndpoint {
-                channel_arn: ARN.into()
-            }]
+            vec![Action::CallGetEndpoint { channel_arn: arn() }]
         );
     }
 
@@ -1181,7 +1185,7 @@ mod tests {
     fn ice_config_failure_does_not_keep_the_master_offline() {
         let mut r = Rig::new(0.999);
         r.ev(Event::Start);
-        r.ev(Event::Described(Ok(ARN.into())));
+        r.ev(Event::Described(Ok(arn())));
         r.ev(Event::GotEndpoints(Ok(eps())));
         let a = r.ev(Event::GotIceConfig(Err(Failure::Throttled)));
         assert!(is_connect(&a));
@@ -1196,9 +1200,7 @@ mod tests {
         r.ev(Event::SocketClosed { code: None });
         assert_eq!(
             r.fire(),
-            vec![Action::CallGetEndpoint {
-                channel_arn: ARN.into()
-            }]
+            vec![Action::CallGetEndpoint { channel_arn: arn() }]
         );
     }
 
@@ -1255,7 +1257,7 @@ mod tests {
         if state == State::Describe {
             return;
         }
-        r.ev(Event::Described(Ok(ARN.into())));
+        r.ev(Event::Described(Ok(arn())));
         if state == State::GetEndpoint {
             return;
         }
@@ -1273,16 +1275,12 @@ mod tests {
             (State::Describe, Action::CallDescribe),
             (
                 State::GetEndpoint,
-                Action::CallGetEndpoint {
-                    channel_arn: ARN.into(),
-                },
+                Action::CallGetEndpoint { channel_arn: arn() },
             ),
             // A connect that hangs may be a dead WSS host: endpoints are fetched again.
             (
                 State::Connecting,
-                Action::CallGetEndpoint {
-                    channel_arn: ARN.into(),
-                },
+                Action::CallGetEndpoint { channel_arn: arn() },
             ),
         ] {
             let mut r = Rig::new(0.999);
@@ -1344,7 +1342,7 @@ mod tests {
         assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
         assert!(*waits.last().unwrap() > secs(9), "{waits:?}");
         // A success ends it.
-        r.ev(Event::Described(Ok(ARN.into())));
+        r.ev(Event::Described(Ok(arn())));
         assert_eq!(r.m.state(), State::GetEndpoint);
     }
 
@@ -1369,7 +1367,7 @@ mod tests {
             vec![Action::InvalidateCredentials]
         );
         assert_eq!(r.fire(), vec![Action::CallDescribe]);
-        r.ev(Event::Described(Ok(ARN.into())));
+        r.ev(Event::Described(Ok(arn())));
         assert_eq!(
             r.ev(Event::GotEndpoints(Err(Failure::Denied))),
             vec![Action::InvalidateCredentials]
@@ -1416,7 +1414,7 @@ mod tests {
     fn stale_and_stopped_events_are_ignored() {
         let mut r = Rig::new(0.5);
         r.connect();
-        assert!(r.ev(Event::Described(Ok("x".into()))).is_empty());
+        assert!(r.ev(Event::Described(Ok(arn()))).is_empty());
         assert!(r.ev(Event::GotEndpoints(Ok(eps()))).is_empty());
         assert_eq!(
             r.ev(Event::Stop),

@@ -13,6 +13,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Map, Value};
 
+use super::client_id::{BadClientId, ClientId};
+
 /// Service limit on `messagePayload` (base64 characters).
 pub const MAX_PAYLOAD_CHARS: usize = 10_000;
 /// Service limit on client ids and correlation ids.
@@ -22,12 +24,12 @@ pub const MAX_ID_CHARS: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
     /// A viewer's (or Alexa's) SDP offer.
-    Offer { sender: String, sdp: String },
+    Offer { sender: ClientId, sdp: String },
     /// An SDP answer; a master never expects one, the driver logs it.
-    Answer { sender: String, sdp: String },
+    Answer { sender: ClientId, sdp: String },
     /// A trickled remote candidate, as the compact JSON `{"candidate","sdpMid","sdpMLineIndex"}`.
     Candidate {
-        sender: String,
+        sender: ClientId,
         candidate_json: String,
     },
     /// Delivery/validation failure of something we sent with a correlation id.
@@ -62,15 +64,23 @@ pub enum Rejected {
     NotAnEnvelope(String),
     #[error("{message_type} without senderClientId")]
     MissingSender { message_type: String },
+    /// A `senderClientId` the service's rule (`[a-zA-Z0-9_.-]{1,256}`) does not allow.
+    #[error("{message_type} with a bad senderClientId {sender:?}: {reason}")]
+    BadSender {
+        message_type: String,
+        /// The start of what was sent, for the log.
+        sender: String,
+        reason: BadClientId,
+    },
     #[error("{message_type} from {sender}: bad payload: {reason}")]
     BadPayload {
         message_type: String,
-        sender: String,
+        sender: ClientId,
         reason: String,
     },
     /// The end-of-candidates marker some browsers send (empty `candidate`).
     #[error("end-of-candidates marker from {sender}")]
-    EndOfCandidates { sender: String },
+    EndOfCandidates { sender: ClientId },
     #[error("unknown messageType {0:?}")]
     UnknownType(String),
 }
@@ -99,14 +109,21 @@ pub fn parse_frame(text: &str) -> Result<Incoming, Rejected> {
         return Err(Rejected::NotAnEnvelope(excerpt(trimmed)));
     };
     let message_type = message_type.trim().to_ascii_uppercase();
-    let sender = get_str(&obj, "senderClientId")
-        .unwrap_or_default()
-        .to_owned();
+    let sender_text = get_str(&obj, "senderClientId").unwrap_or_default();
+    // Offers, answers and candidates need a sender: a missing one, or one the service would
+    // never have stamped, drops the frame like any other malformed message.
+    let sender = |message_type: String| match ClientId::parse(sender_text) {
+        Ok(id) => Ok((id, message_type)),
+        Err(BadClientId::Empty) => Err(Rejected::MissingSender { message_type }),
+        Err(reason) => Err(Rejected::BadSender {
+            message_type,
+            sender: excerpt(sender_text),
+            reason,
+        }),
+    };
     match message_type.as_str() {
         "SDP_OFFER" | "SDP_ANSWER" => {
-            if sender.is_empty() {
-                return Err(Rejected::MissingSender { message_type });
-            }
+            let (sender, message_type) = sender(message_type)?;
             let bad = |reason: String| Rejected::BadPayload {
                 message_type: message_type.clone(),
                 sender: sender.clone(),
@@ -121,9 +138,7 @@ pub fn parse_frame(text: &str) -> Result<Incoming, Rejected> {
             }
         }
         "ICE_CANDIDATE" => {
-            if sender.is_empty() {
-                return Err(Rejected::MissingSender { message_type });
-            }
+            let (sender, message_type) = sender(message_type)?;
             let bad = |reason: String| Rejected::BadPayload {
                 message_type: message_type.clone(),
                 sender: sender.clone(),
@@ -295,7 +310,7 @@ pub fn valid_id(s: &str) -> bool {
 
 /// Builds the SDP_ANSWER frame for `recipient`.
 pub fn build_answer(
-    recipient: &str,
+    recipient: &ClientId,
     sdp: &str,
     correlation_id: &str,
 ) -> Result<String, BuildError> {
@@ -319,7 +334,7 @@ pub fn answer_payload_chars(sdp: &str) -> usize {
 
 /// Builds an ICE_CANDIDATE frame for `recipient` from the candidate JSON the session produced.
 pub fn build_candidate(
-    recipient: &str,
+    recipient: &ClientId,
     candidate_json: &str,
     correlation_id: Option<&str>,
 ) -> Result<String, BuildError> {
@@ -338,16 +353,10 @@ pub fn build_candidate(
 
 fn build(
     action: Action,
-    recipient: &str,
+    recipient: &ClientId,
     payload_json: &str,
     correlation_id: Option<&str>,
 ) -> Result<String, BuildError> {
-    if !valid_id(recipient) {
-        return Err(BuildError::BadId {
-            what: "recipientClientId",
-            value: excerpt(recipient),
-        });
-    }
     let payload = B64.encode(payload_json.as_bytes());
     if payload.len() > MAX_PAYLOAD_CHARS {
         return Err(BuildError::TooLarge {
@@ -357,7 +366,7 @@ fn build(
     }
     let mut msg = Map::new();
     msg.insert("action".into(), action.as_str().into());
-    msg.insert("recipientClientId".into(), recipient.into());
+    msg.insert("recipientClientId".into(), recipient.as_str().into());
     msg.insert("messagePayload".into(), payload.into());
     if let Some(c) = correlation_id {
         if !valid_id(c) {
@@ -386,7 +395,7 @@ pub struct Correlator {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
     pub action: Action,
-    pub recipient: String,
+    pub recipient: ClientId,
 }
 
 impl Default for Correlator {
@@ -407,7 +416,13 @@ impl Correlator {
     }
 
     /// A fresh id for a message sent now; `unix_ms` is the wall clock.
-    pub fn next(&mut self, now: Instant, unix_ms: u64, action: Action, recipient: &str) -> String {
+    pub fn next(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        action: Action,
+        recipient: &ClientId,
+    ) -> String {
         self.counter = self.counter.wrapping_add(1);
         let id = format!("{unix_ms}_{}", self.counter);
         self.expire(now);
@@ -421,7 +436,7 @@ impl Correlator {
             id.clone(),
             Sent {
                 action,
-                recipient: recipient.to_owned(),
+                recipient: recipient.clone(),
             },
         );
         id
@@ -457,6 +472,10 @@ impl Correlator {
 mod tests {
     use super::*;
 
+    fn id(s: &str) -> ClientId {
+        ClientId::parse(s).unwrap()
+    }
+
     const SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
 
     fn b64(s: &str) -> String {
@@ -472,7 +491,7 @@ mod tests {
         assert_eq!(
             parse_frame(&frame).unwrap(),
             Incoming::Offer {
-                sender: "viewer-1".into(),
+                sender: id("viewer-1"),
                 sdp: SDP.into()
             }
         );
@@ -487,7 +506,7 @@ mod tests {
         assert_eq!(
             parse_frame(&frame).unwrap(),
             Incoming::Offer {
-                sender: "alexa_1".into(),
+                sender: id("alexa_1"),
                 sdp: SDP.into()
             }
         );
@@ -499,6 +518,23 @@ mod tests {
         let no_sender = format!(r#"{{"messageType":"SDP_OFFER","messagePayload":"{payload}"}}"#);
         assert!(matches!(
             parse_frame(&no_sender),
+            Err(Rejected::MissingSender { .. })
+        ));
+        // A sender the service would never stamp is refused like any malformed frame.
+        for bad in ["has space", "a/b", &"v".repeat(257)] {
+            let f = format!(
+                r#"{{"messageType":"SDP_OFFER","messagePayload":"{payload}","senderClientId":"{bad}"}}"#
+            );
+            assert!(
+                matches!(parse_frame(&f), Err(Rejected::BadSender { .. })),
+                "{bad}"
+            );
+        }
+        let empty = format!(
+            r#"{{"messageType":"ICE_CANDIDATE","messagePayload":"{payload}","senderClientId":""}}"#
+        );
+        assert!(matches!(
+            parse_frame(&empty),
             Err(Rejected::MissingSender { .. })
         ));
         for bad in ["!!!notbase64", &b64("hello"), &b64(r#"{"type":"offer"}"#)] {
@@ -527,7 +563,7 @@ mod tests {
         else {
             panic!("not a candidate")
         };
-        assert_eq!(sender, "v1");
+        assert_eq!(sender.as_str(), "v1");
         let v: Value = serde_json::from_str(&candidate_json).unwrap();
         assert_eq!(
             v,
@@ -540,9 +576,7 @@ mod tests {
         );
         assert_eq!(
             parse_frame(&frame),
-            Err(Rejected::EndOfCandidates {
-                sender: "v1".into()
-            })
+            Err(Rejected::EndOfCandidates { sender: id("v1") })
         );
     }
 
@@ -611,7 +645,7 @@ mod tests {
 
     #[test]
     fn answer_frame_round_trips() {
-        let msg = build_answer("viewer-abc", SDP, "1700000000000_1").unwrap();
+        let msg = build_answer(&id("viewer-abc"), SDP, "1700000000000_1").unwrap();
         let v: Value = serde_json::from_str(&msg).unwrap();
         assert_eq!(v["action"], "SDP_ANSWER");
         assert_eq!(v["recipientClientId"], "viewer-abc");
@@ -625,7 +659,7 @@ mod tests {
     fn oversized_answer_is_an_error_not_a_silent_send() {
         let big = format!("{SDP}{}", "a=x\r\n".repeat(2000));
         assert!(matches!(
-            build_answer("v", &big, "1_1"),
+            build_answer(&id("v"), &big, "1_1"),
             Err(BuildError::TooLarge { len, .. }) if len > MAX_PAYLOAD_CHARS
         ));
         // Just under the limit passes.
@@ -637,7 +671,7 @@ mod tests {
         {
             sdp.push_str("a\r\n");
         }
-        assert!(build_answer("v", &sdp, "1_1").is_ok());
+        assert!(build_answer(&id("v"), &sdp, "1_1").is_ok());
         assert!(answer_payload_chars(&sdp) <= MAX_PAYLOAD_CHARS);
         assert!(answer_payload_chars(&format!("{sdp}a\r\n")) > MAX_PAYLOAD_CHARS);
         assert_eq!(
@@ -655,19 +689,15 @@ mod tests {
         assert!(!valid_id(&"a".repeat(257)));
         assert!(valid_id(&"a".repeat(256)));
         assert!(matches!(
-            build_answer("bad id", SDP, "1_1"),
+            build_answer(&id("v"), SDP, "1:1"),
             Err(BuildError::BadId { .. })
         ));
         assert!(matches!(
-            build_answer("v", SDP, "1:1"),
-            Err(BuildError::BadId { .. })
-        ));
-        assert!(matches!(
-            build_candidate("v", "nope", None),
+            build_candidate(&id("v"), "nope", None),
             Err(BuildError::BadCandidate(_))
         ));
         let c = build_candidate(
-            "v",
+            &id("v"),
             r#"{"candidate":"candidate:1","sdpMid":"0","sdpMLineIndex":0}"#,
             None,
         )
@@ -681,8 +711,8 @@ mod tests {
     fn correlator_names_and_forgets() {
         let t0 = Instant::now();
         let mut c = Correlator::new(2, Duration::from_secs(60));
-        let a = c.next(t0, 1_700_000_000_000, Action::SdpAnswer, "v1");
-        let b = c.next(t0, 1_700_000_000_000, Action::IceCandidate, "v2");
+        let a = c.next(t0, 1_700_000_000_000, Action::SdpAnswer, &id("v1"));
+        let b = c.next(t0, 1_700_000_000_000, Action::IceCandidate, &id("v2"));
         assert_eq!(a, "1700000000000_1");
         assert_eq!(b, "1700000000000_2");
         assert!(valid_id(&a));
@@ -690,11 +720,11 @@ mod tests {
             c.resolve(t0, &a),
             Some(Sent {
                 action: Action::SdpAnswer,
-                recipient: "v1".into()
+                recipient: id("v1")
             })
         );
         // Capacity 2: a third id evicts the oldest.
-        let _ = c.next(t0, 1, Action::SdpAnswer, "v3");
+        let _ = c.next(t0, 1, Action::SdpAnswer, &id("v3"));
         assert_eq!(c.resolve(t0, &a), None);
         assert!(c.resolve(t0, &b).is_some());
         // And everything expires.

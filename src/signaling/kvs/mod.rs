@@ -3,13 +3,17 @@
 //! Layout: sans-IO cores ([`backoff`], [`machine`], [`ice_refresh`], [`message`], [`pending`],
 //! [`outbox`]) hold every decision and are tested on a virtual clock; [`presign`], [`control`]
 //! and [`iot`] talk to AWS; [`driver`] is the thin tokio task that wires them to a WebSocket;
-//! [`check()`] walks the same path step by step for `camgate kvs check`.
+//! [`check()`] walks the same path step by step for `camgate kvs check`. [`ClientId`] is a
+//! viewer's id as checked where it comes off the wire; [`ChannelArn`] the channel's ARN as
+//! checked where it comes from the configuration or the API.
 //!
 //! Use: `KvsMaster::start(opts, handler).await?` with an [`OfferHandler`]; read
 //! `master.stats().snapshot()`; `master.stop().await` on shutdown.
 
 pub use crate::backoff;
+pub mod arn;
 pub mod check;
+pub mod client_id;
 pub mod control;
 pub mod driver;
 pub mod ice_refresh;
@@ -37,7 +41,7 @@ pub fn install_crypto_provider() {
 /// Where SDP offers go: the session layer implements this.
 #[async_trait::async_trait]
 pub trait OfferHandler: Send + Sync + 'static {
-    /// An SDP offer arrived from viewer `client_id` (opaque; Alexa ids look like `viewer-<uuid>`).
+    /// An SDP offer arrived from viewer `client_id` (Alexa ids look like `viewer-<uuid>`).
     /// `ice_servers` are the current (unexpired) STUN/TURN servers to use for this session.
     /// If `candidates` is Some, the viewer trickles: return the answer at once and send each local
     /// candidate (JSON `{"candidate","sdpMid","sdpMLineIndex"}` as a String) to the channel as gathered.
@@ -45,13 +49,13 @@ pub trait OfferHandler: Send + Sync + 'static {
     /// A new offer from a client id that has a session replaces that session.
     async fn offer(
         &self,
-        client_id: &str,
+        client_id: &ClientId,
         offer_sdp: &str,
         ice_servers: Vec<IceServer>,
         candidates: Option<tokio::sync::mpsc::Sender<String>>,
     ) -> Result<String, String>;
     /// A trickled remote candidate (the decoded JSON payload) for viewer `client_id`.
-    async fn remote_candidate(&self, client_id: &str, candidate_json: &str);
+    async fn remote_candidate(&self, client_id: &ClientId, candidate_json: &str);
 }
 
 /// A STUN or TURN server handed to a session: the session layer's type, so KVS's servers
@@ -69,7 +73,8 @@ pub struct KvsOptions {
     /// environment/profile.
     pub region: Option<String>,
     pub channel_name: Option<String>,
-    /// Preferred over the name when both are set.
+    /// Preferred over the name when both are set. Text as configured: it is parsed into a
+    /// [`ChannelArn`] when the control plane is set up, which refuses one that is malformed.
     pub channel_arn: Option<String>,
     /// Control-plane endpoint override (an emulator, a FIPS or dual-stack endpoint).
     pub endpoint_url: Option<String>,
@@ -135,7 +140,9 @@ impl Default for KvsOptions {
     }
 }
 
+pub use arn::{BadChannelArn, ChannelArn};
 pub use check::{CheckReport, CheckStep, check};
+pub use client_id::{BadClientId, ClientId};
 pub use driver::KvsMaster;
 pub use stats::{KvsStats, StatsSnapshot};
 

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::backoff::RateCap;
+use super::client_id::ClientId;
 use super::message::Action;
 
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +36,7 @@ impl Default for OutboxLimits {
 #[derive(Debug)]
 struct Queued {
     action: Action,
-    recipient: String,
+    recipient: ClientId,
     text: String,
     at: Instant,
 }
@@ -44,7 +45,7 @@ struct Queued {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dropped {
     pub action: Action,
-    pub recipient: String,
+    pub recipient: ClientId,
     pub reason: &'static str,
 }
 
@@ -72,7 +73,7 @@ impl Outbox {
         &mut self,
         now: Instant,
         action: Action,
-        recipient: &str,
+        recipient: &ClientId,
         text: String,
     ) -> Option<Dropped> {
         let mut dropped = None;
@@ -90,7 +91,7 @@ impl Outbox {
         }
         self.queue.push_back(Queued {
             action,
-            recipient: recipient.to_owned(),
+            recipient: recipient.clone(),
             text,
             at: now,
         });
@@ -116,7 +117,7 @@ impl Outbox {
     }
 
     /// The next frame allowed to leave now, counted against its quota.
-    pub fn pop_ready(&mut self, now: Instant) -> Option<(Action, String, String)> {
+    pub fn pop_ready(&mut self, now: Instant) -> Option<(Action, ClientId, String)> {
         let head = self.queue.front()?;
         let cap = match head.action {
             Action::SdpAnswer => &mut self.answers,
@@ -154,12 +155,16 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    fn id(s: &str) -> ClientId {
+        ClientId::parse(s).unwrap()
+    }
+
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
     }
 
     /// Drains the outbox on a virtual clock, returning send times.
-    fn drain(o: &mut Outbox, mut now: Instant) -> Vec<(Instant, Action, String)> {
+    fn drain(o: &mut Outbox, mut now: Instant) -> Vec<(Instant, Action, ClientId)> {
         let mut sent = Vec::new();
         while !o.is_empty() {
             while let Some((a, r, _)) = o.pop_ready(now) {
@@ -176,9 +181,9 @@ mod tests {
     fn candidates_are_paced_to_20_per_second_and_keep_order() {
         let t0 = Instant::now();
         let mut o = Outbox::new(OutboxLimits::default());
-        o.push(t0, Action::SdpAnswer, "v1", "answer".into());
+        o.push(t0, Action::SdpAnswer, &id("v1"), "answer".into());
         for i in 0..50 {
-            o.push(t0, Action::IceCandidate, "v1", format!("c{i}"));
+            o.push(t0, Action::IceCandidate, &id("v1"), format!("c{i}"));
         }
         let sent = drain(&mut o, t0);
         assert_eq!(sent.len(), 51);
@@ -202,7 +207,7 @@ mod tests {
         let t0 = Instant::now();
         let mut o = Outbox::new(OutboxLimits::default());
         for i in 0..6 {
-            o.push(t0, Action::SdpAnswer, &format!("v{i}"), "a".into());
+            o.push(t0, Action::SdpAnswer, &id(&format!("v{i}")), "a".into());
         }
         for _ in 0..5 {
             assert!(o.pop_ready(t0).is_some());
@@ -219,11 +224,11 @@ mod tests {
             capacity: 3,
             ..OutboxLimits::default()
         });
-        o.push(t0, Action::SdpAnswer, "a", "x".into());
-        o.push(t0, Action::IceCandidate, "b", "x".into());
-        o.push(t0, Action::SdpAnswer, "c", "x".into());
-        let d = o.push(t0, Action::SdpAnswer, "d", "x".into()).unwrap();
-        assert_eq!(d.recipient, "b");
+        o.push(t0, Action::SdpAnswer, &id("a"), "x".into());
+        o.push(t0, Action::IceCandidate, &id("b"), "x".into());
+        o.push(t0, Action::SdpAnswer, &id("c"), "x".into());
+        let d = o.push(t0, Action::SdpAnswer, &id("d"), "x".into()).unwrap();
+        assert_eq!(d.recipient.as_str(), "b");
         assert_eq!(o.len(), 3);
         let gone = o.expire(t0 + Duration::from_secs(30));
         assert_eq!(gone.len(), 3);

@@ -8,6 +8,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::client_id::ClientId;
+
 #[derive(Debug, Clone, Copy)]
 pub struct PendingLimits {
     pub per_sender: usize,
@@ -36,7 +38,7 @@ struct Queue {
 #[derive(Debug, Default)]
 pub struct PendingCandidates {
     limits: PendingLimits,
-    queues: HashMap<String, Queue>,
+    queues: HashMap<ClientId, Queue>,
     dropped: u64,
 }
 
@@ -50,19 +52,16 @@ impl PendingCandidates {
     }
 
     /// Parks a candidate. Returns false if it was dropped because a bound was hit.
-    pub fn push(&mut self, now: Instant, sender: &str, candidate_json: String) -> bool {
+    pub fn push(&mut self, now: Instant, sender: &ClientId, candidate_json: String) -> bool {
         self.expire(now);
         if !self.queues.contains_key(sender) && self.queues.len() >= self.limits.senders {
             self.dropped += 1;
             return false;
         }
-        let q = self
-            .queues
-            .entry(sender.to_owned())
-            .or_insert_with(|| Queue {
-                created: now,
-                items: VecDeque::new(),
-            });
+        let q = self.queues.entry(sender.clone()).or_insert_with(|| Queue {
+            created: now,
+            items: VecDeque::new(),
+        });
         if q.items.len() >= self.limits.per_sender {
             self.dropped += 1;
             return false;
@@ -72,7 +71,7 @@ impl PendingCandidates {
     }
 
     /// Takes every unexpired candidate parked for `sender`, oldest first.
-    pub fn take(&mut self, now: Instant, sender: &str) -> Vec<String> {
+    pub fn take(&mut self, now: Instant, sender: &ClientId) -> Vec<String> {
         self.expire(now);
         self.queues
             .remove(sender)
@@ -104,16 +103,20 @@ impl PendingCandidates {
 mod tests {
     use super::*;
 
+    fn id(s: &str) -> ClientId {
+        ClientId::parse(s).unwrap()
+    }
+
     #[test]
     fn queued_candidates_are_delivered_in_order_once() {
         let t0 = Instant::now();
         let mut p = PendingCandidates::new(PendingLimits::default());
-        assert!(p.push(t0, "v1", "a".into()));
-        assert!(p.push(t0, "v1", "b".into()));
-        assert!(p.push(t0, "v2", "c".into()));
-        assert_eq!(p.take(t0, "v1"), vec!["a", "b"]);
-        assert!(p.take(t0, "v1").is_empty());
-        assert_eq!(p.take(t0, "v2"), vec!["c"]);
+        assert!(p.push(t0, &id("v1"), "a".into()));
+        assert!(p.push(t0, &id("v1"), "b".into()));
+        assert!(p.push(t0, &id("v2"), "c".into()));
+        assert_eq!(p.take(t0, &id("v1")), vec!["a", "b"]);
+        assert!(p.take(t0, &id("v1")).is_empty());
+        assert_eq!(p.take(t0, &id("v2")), vec!["c"]);
     }
 
     #[test]
@@ -121,13 +124,13 @@ mod tests {
         let t0 = Instant::now();
         let mut p = PendingCandidates::new(PendingLimits::default());
         for i in 0..60 {
-            p.push(t0, "v", format!("{i}"));
+            p.push(t0, &id("v"), format!("{i}"));
         }
         for s in 0..150 {
-            p.push(t0, &format!("s{s}"), "x".into());
+            p.push(t0, &id(&format!("s{s}")), "x".into());
         }
         assert_eq!(p.senders(), 100);
-        assert_eq!(p.take(t0, "v").len(), 50);
+        assert_eq!(p.take(t0, &id("v")).len(), 50);
         assert_eq!(p.dropped(), 10 + 51);
     }
 
@@ -135,11 +138,11 @@ mod tests {
     fn queues_expire_after_20s() {
         let t0 = Instant::now();
         let mut p = PendingCandidates::new(PendingLimits::default());
-        p.push(t0, "v", "a".into());
-        p.push(t0 + Duration::from_secs(15), "v", "b".into());
-        assert!(p.take(t0 + Duration::from_secs(20), "v").is_empty());
+        p.push(t0, &id("v"), "a".into());
+        p.push(t0 + Duration::from_secs(15), &id("v"), "b".into());
+        assert!(p.take(t0 + Duration::from_secs(20), &id("v")).is_empty());
         assert_eq!(p.dropped(), 2);
-        p.push(t0, "w", "a".into());
-        assert_eq!(p.take(t0 + Duration::from_secs(19), "w"), vec!["a"]);
+        p.push(t0, &id("w"), "a".into());
+        assert_eq!(p.take(t0 + Duration::from_secs(19), &id("w")), vec!["a"]);
     }
 }

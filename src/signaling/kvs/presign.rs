@@ -16,6 +16,8 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use url::Url;
 
+use super::arn::ChannelArn;
+
 /// KVS's SigV4 service name for every signaling call.
 pub const SERVICE: &str = "kinesisvideo";
 /// How long the presigned URL is valid; it only has to survive the handshake.
@@ -73,7 +75,7 @@ pub struct PresignRequest<'a> {
 pub fn master_url(
     creds: &Credentials,
     endpoint: &str,
-    channel_arn: &str,
+    channel_arn: &ChannelArn,
     region: &str,
     time: SystemTime,
 ) -> Result<Url, PresignError> {
@@ -81,7 +83,7 @@ pub fn master_url(
         creds,
         &PresignRequest {
             endpoint,
-            params: &[("X-Amz-ChannelARN", channel_arn)],
+            params: &[("X-Amz-ChannelARN", channel_arn.as_str())],
             region,
             time,
             expires: DEFAULT_EXPIRES,
@@ -219,7 +221,8 @@ mod tests {
         let creds = Credentials::new("AKID", "secret", None, None, "test");
         let arn = "arn:aws:kinesisvideo:eu-west-1:123456789012:channel/cam/1700000000000";
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let url = master_url(&creds, "ws://127.0.0.1:4567", arn, "eu-west-1", t).unwrap();
+        let channel = ChannelArn::parse(arn).unwrap();
+        let url = master_url(&creds, "ws://127.0.0.1:4567", &channel, "eu-west-1", t).unwrap();
         assert_eq!(url.scheme(), "ws");
         assert_eq!(url.port(), Some(4567));
         assert_eq!(param(&url, "X-Amz-ChannelARN").as_deref(), Some(arn));
@@ -245,10 +248,12 @@ mod tests {
     fn bad_endpoints_are_errors() {
         let creds = Credentials::new("AKID", "secret", None, None, "test");
         let t = SystemTime::UNIX_EPOCH;
+        let arn =
+            ChannelArn::parse("arn:aws:kinesisvideo:us-east-1:123456789012:channel/c/1").unwrap();
         for e in ["", "not a url", "wss://"] {
             assert!(
                 matches!(
-                    master_url(&creds, e, "arn", "us-east-1", t),
+                    master_url(&creds, e, &arn, "us-east-1", t),
                     Err(PresignError::BadEndpoint { .. })
                 ),
                 "{e}"

@@ -185,7 +185,7 @@ struct TestHandler {
 impl OfferHandler for TestHandler {
     async fn offer(
         &self,
-        client_id: &str,
+        client_id: &ClientId,
         _offer_sdp: &str,
         ice_servers: Vec<IceServer>,
         candidates: Option<mpsc::Sender<String>>,
@@ -205,7 +205,7 @@ impl OfferHandler for TestHandler {
         Ok(format!("v=0\r\no=- answer-for-{client_id}\r\n"))
     }
 
-    async fn remote_candidate(&self, client_id: &str, candidate_json: &str) {
+    async fn remote_candidate(&self, client_id: &ClientId, candidate_json: &str) {
         let _ = self
             .events
             .send(format!("candidate {client_id} {candidate_json}"));

@@ -16,7 +16,7 @@ use webrtc::peer_connection::RTCIceCandidateInit;
 
 use super::{Whep, sdpfrag};
 use crate::session::sdp::MAX_OFFER_BYTES;
-use crate::session::{OfferRequest, SessionError};
+use crate::session::{OfferRequest, SessionError, SessionId};
 
 pub const SDP: &str = "application/sdp";
 const TRICKLE: &str = "application/trickle-ice-sdpfrag";
@@ -168,19 +168,28 @@ fn session_error(e: SessionError) -> Response {
     resp
 }
 
+/// The answer to a request for a session that does not exist: the same whether the path
+/// could never be a session id or names one that has ended.
+fn unknown_session(path: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no session {path}"))
+}
+
 /// `DELETE /whep/{id}`: the viewer is leaving.
-pub async fn delete(State(whep): State<Whep>, Path(id): Path<String>) -> Response {
+pub async fn delete(State(whep): State<Whep>, Path(path): Path<String>) -> Response {
+    let Ok(id) = SessionId::parse(&path) else {
+        return unknown_session(&path);
+    };
     if whep.sessions.close(&id).await {
         StatusCode::OK.into_response()
     } else {
-        error(StatusCode::NOT_FOUND, format!("no session {id}"))
+        unknown_session(&path)
     }
 }
 
 /// `PATCH /whep/{id}`: trickled candidates from the viewer (an SDP fragment).
 pub async fn patch(
     State(whep): State<Whep>,
-    Path(id): Path<String>,
+    Path(path): Path<String>,
     req: Request<Body>,
 ) -> Response {
     if !content_type_is(req.headers(), TRICKLE) {
@@ -197,14 +206,22 @@ pub async fn patch(
         Ok(f) => f,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     };
+    // Checked only where a session is needed, so every other answer (a bad body, a fragment
+    // with no usable candidate) stays what it is for an unknown id of the right shape.
+    let id = SessionId::parse(&path);
     for candidate in frag.candidates {
+        let id = match &id {
+            Ok(id) => id,
+            Err(_) if whep.sessions.ignores_candidate(&candidate) => continue,
+            Err(_) => return unknown_session(&path),
+        };
         let init = RTCIceCandidateInit {
             candidate,
             sdp_mid: frag.mid.clone(),
             sdp_mline_index: Some(0),
             ..Default::default()
         };
-        if let Err(e) = whep.sessions.add_remote_candidate(&id, init).await {
+        if let Err(e) = whep.sessions.add_remote_candidate(id, init).await {
             return session_error(e);
         }
     }
