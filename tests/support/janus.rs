@@ -292,14 +292,13 @@ impl JanusLab {
             .expect("Janus JSON")
     }
 
-    /// The publishers in [`ROOM`] now.
-    pub async fn publishers(&self) -> Vec<u64> {
+    /// One synchronous VideoRoom request (`body`) on a short-lived Janus session.
+    async fn videoroom(&self, body: Value) -> Value {
         let (session, handle) = self.attach().await;
         let r = self
             .janus(
                 &format!("/{session}/{handle}"),
-                json!({"janus": "message", "transaction": "lp",
-                       "body": {"request": "listparticipants", "room": ROOM}}),
+                json!({"janus": "message", "transaction": "vr", "body": body}),
             )
             .await;
         let _ = self
@@ -307,6 +306,14 @@ impl JanusLab {
                 &format!("/{session}"),
                 json!({"janus": "destroy", "transaction": "d"}),
             )
+            .await;
+        r
+    }
+
+    /// The publishers in [`ROOM`] now.
+    pub async fn publishers(&self) -> Vec<u64> {
+        let r = self
+            .videoroom(json!({"request": "listparticipants", "room": ROOM}))
             .await;
         r["plugindata"]["data"]["participants"]
             .as_array()
@@ -322,19 +329,8 @@ impl JanusLab {
     /// Kicks a participant out of [`ROOM`] (the VideoRoom `kick` request): Janus hangs up its
     /// PeerConnection, with a DTLS alert.
     pub async fn kick(&self, participant: u64) {
-        let (session, handle) = self.attach().await;
         let r = self
-            .janus(
-                &format!("/{session}/{handle}"),
-                json!({"janus": "message", "transaction": "k",
-                       "body": {"request": "kick", "room": ROOM, "id": participant}}),
-            )
-            .await;
-        let _ = self
-            .janus(
-                &format!("/{session}"),
-                json!({"janus": "destroy", "transaction": "d"}),
-            )
+            .videoroom(json!({"request": "kick", "room": ROOM, "id": participant}))
             .await;
         assert_eq!(
             r["plugindata"]["data"]["videoroom"], "success",
