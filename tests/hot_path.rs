@@ -4,9 +4,10 @@
 //! one access unit and the next is counted: `on_sample`, the sink, the packetizer, the pool
 //! and `publish`.
 
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,36 +19,12 @@ use camgate::session::FrameFeed;
 use camgate::session::sdp::ProfileLevelId;
 use tokio::sync::broadcast::error::RecvError;
 
+use counting_alloc::allocs;
 use support::gst::init;
 
-/// Counts allocations per thread: the streaming thread's count is read on that thread.
-struct CountingAlloc;
-
 thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
     /// The streaming thread's count when the sink was last entered.
     static LAST_ENTRY: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
 }
 
 /// What the counting wrapper saw on the streaming thread.

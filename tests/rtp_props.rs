@@ -1,42 +1,15 @@
 //! Property tests for the Annex-B scanner and the H.264 packetizer, plus the steady-state
 //! zero-allocation guarantee (measured with a counting allocator).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 use bytes::Bytes;
 use camgate::rtp::{Frame, H264Packetizer, NalUnits, PacketizerConfig, Payloader};
+use counting_alloc::allocs;
 use proptest::prelude::*;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
-
-/// Counts allocations per thread, so parallel tests do not disturb each other's counts.
-struct CountingAlloc;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
 
 /// A NAL as an encoder would write it: header, then a body with emulation prevention applied
 /// (no `00 00 0x` with x <= 3 inside) and a non-zero last byte (the RBSP stop bit).

@@ -29,8 +29,15 @@ pub struct FrameFeed {
     tx: broadcast::Sender<Arc<Frame>>,
     published: Arc<AtomicU64>,
     /// The latest GOP of a passed-through source; None when configured off (and for audio).
-    /// Publishing and subscribing with the GOP both happen under this lock.
+    /// Publishing while the cache is active, and subscribing with the GOP, happen under this
+    /// lock.
     gop: Option<Arc<Mutex<GopCache>>>,
+    /// Mirrors the cache's `is_active()`, so that `publish` takes no lock for an encoded
+    /// source (an inactive cache has nothing for a subscriber to miss).
+    caching: Arc<AtomicBool>,
+    /// The last source given to the cache, packed as `generation << 1 | passthrough`
+    /// (`u64::MAX` before the first), so that `on_source` locks only when it changes.
+    seen_source: Arc<AtomicU64>,
 }
 
 impl FrameFeed {
@@ -49,25 +56,39 @@ impl FrameFeed {
             gop: gop
                 .enabled()
                 .then(|| Arc::new(Mutex::new(GopCache::new(gop)))),
+            caching: Arc::new(AtomicBool::new(false)),
+            seen_source: Arc::new(AtomicU64::new(u64::MAX)),
         }
     }
 
     /// Where the frames published next come from; call it before publishing them.
     pub fn on_source(&self, source: SourceInfo) {
-        if let Some(gop) = &self.gop {
-            lock(gop).on_source(source);
+        let Some(gop) = &self.gop else {
+            return;
+        };
+        let key = source.generation.wrapping_shl(1) | u64::from(source.passthrough);
+        if self.seen_source.load(Ordering::Relaxed) == key {
+            return;
         }
+        let mut g = lock(gop);
+        g.on_source(source);
+        self.caching.store(g.is_active(), Ordering::Relaxed);
+        self.seen_source.store(key, Ordering::Relaxed);
     }
 
     /// Called on the capture thread once per encoded frame. Never blocks (the GOP lock is
     /// only held to append a frame or to copy the cache's list of `Arc`s).
     pub fn publish(&self, frame: Arc<Frame>) {
         self.published.fetch_add(1, Ordering::Relaxed);
-        let _held = self.gop.as_ref().map(|gop| {
-            let mut g = lock(gop);
-            g.push(&frame, Instant::now());
-            g
-        });
+        let _held = self
+            .gop
+            .as_ref()
+            .filter(|_| self.caching.load(Ordering::Relaxed))
+            .map(|gop| {
+                let mut g = lock(gop);
+                g.push(&frame, Instant::now());
+                g
+            });
         // Err only means nobody is watching right now.
         let _ = self.tx.send(frame);
     }

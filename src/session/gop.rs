@@ -140,6 +140,11 @@ impl GopCache {
         }
     }
 
+    /// Whether frames are being cached (the source is passed through and caching is on).
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
     /// A frame was published.
     pub fn push(&mut self, frame: &Arc<Frame>, now: Instant) {
         if !self.active {
